@@ -1,0 +1,1 @@
+"""evssl.callbacks."""

@@ -1,0 +1,1 @@
+"""evssl.events.io."""
