@@ -1,0 +1,78 @@
+"""InfoNCE (MoCo-v3 form) and Sinkhorn–Knopp, shared by contrastive and prototype methods."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from evssl.losses.distributed import all_reduce_sum, gather, world
+
+
+def info_nce(
+    q: Tensor,
+    k: Tensor,
+    temperature: float,
+    *,
+    normalize: bool = True,
+    gather_keys: bool = True,
+    keys_with_grad: bool = False,
+    scale_by_2t: bool = True,
+) -> Tensor:
+    r"""InfoNCE of queries against the keys of the whole (global) batch, positives on the diagonal.
+
+    .. math:: \mathcal{L} = -\frac{1}{N}\sum_i \log\frac{\exp(q_i\cdot k_i/\tau)}{\sum_j \exp(q_i\cdot k_j/\tau)}
+
+    (Oord et al. 2018; He et al. 2020). As in MoCo-v3, the keys of all ranks are negatives (``gather_keys``); the
+    positive of local query ``i`` on rank ``r`` is global key ``r·N + i``. ``keys_with_grad=False`` treats the other
+    ranks' keys as constants (MoCo-v3); ``True`` back-propagates into them. ``normalize`` L2-normalises q and k
+    first (turn it off for inputs that must not be re-normalised, e.g. ECDP's projected embeddings).
+    ``scale_by_2t`` multiplies by 2τ as MoCo-v3 does, so the gradient scale does not depend on τ.
+    """
+    if q.shape != k.shape:
+        raise ValueError(f"info_nce: q {tuple(q.shape)} and k {tuple(k.shape)} must have the same shape")
+    if normalize:
+        q = F.normalize(q, dim=-1)
+        k = F.normalize(k, dim=-1)
+    rank, _ = world()
+    keys = gather(k, with_grad=keys_with_grad) if gather_keys else k
+    offset = rank * q.shape[0] if gather_keys else 0
+    logits = q @ keys.t() / temperature
+    labels = torch.arange(q.shape[0], device=q.device) + offset
+    loss = F.cross_entropy(logits, labels)
+    return loss * (2 * temperature) if scale_by_2t else loss
+
+
+def sinkhorn_knopp(logits: Tensor, n_iters: int = 3, distributed: bool = True) -> Tensor:
+    r"""Sinkhorn–Knopp normalisation of ``exp(logits)`` (B, K) into a transport plan (Cuturi 2013; SwAV; DINOv2).
+
+    Alternately normalises columns (prototypes) and rows (samples) of :math:`Q = \exp(\text{logits})` so that, at
+    convergence, every row sums to 1 and every column sums to :math:`B_{\text{tot}}/K`, where :math:`B_{\text{tot}}`
+    is the batch over all ranks (column sums are all-reduced when ``distributed``). The last step normalises rows,
+    so rows sum to 1 exactly. Differentiable (callers detach when the plan is a target). Computed in float32 with the
+    row max subtracted for stability.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"sinkhorn_knopp expects (B, K) logits, got shape {tuple(logits.shape)}")
+    x = logits.float()
+    x = x - (all_reduce_max(x.max()) if distributed else x.max())
+    q = torch.exp(x).t()  # (K, B)
+    k, b = q.shape
+    total = all_reduce_sum(q.sum()) if distributed else q.sum()
+    q = q / total
+    b_tot = b * (world()[1] if distributed else 1)
+    for _ in range(n_iters):
+        rows = q.sum(dim=1, keepdim=True)  # per prototype, over the global batch
+        rows = all_reduce_sum(rows) if distributed else rows
+        q = q / rows / k
+        q = q / q.sum(dim=0, keepdim=True) / b_tot
+    return (q * b_tot).t()
+
+
+def all_reduce_max(x: Tensor) -> Tensor:
+    """Max over ranks (no gradient; used only for numerical stabilisation)."""
+    if world()[1] == 1:
+        return x
+    y = x.detach().clone()
+    torch.distributed.all_reduce(y, op=torch.distributed.ReduceOp.MAX)
+    return y
