@@ -1,0 +1,145 @@
+"""Swin-T: published parameter count, tiny inputs, (shifted) window locality, mask token, ECDDP neck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evssl.nn.backbones.swin import SwinBlock, SwinNeck, SwinTransformer, swin_tiny
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def count(factory, **kw) -> int:
+    """Parameter count of a full-size model built on the meta device (no memory, no initialisation cost)."""
+    with torch.device("meta"):
+        return n_params(factory(**kw))
+
+
+def tiny(**kw) -> SwinTransformer:
+    cfg = dict(in_chans=6, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7)
+    cfg.update(kw)
+    return SwinTransformer(**cfg)
+
+
+def test_param_count_matches_published():
+    # Swin-T with its 1000-class head: 28,288,354 (Liu et al. 2021, 28M; torchvision swin_t); head 768*1000 + 1000.
+    no_head = 28_288_354 - 769_000
+    assert count(swin_tiny, stage_norms=False) == no_head
+    assert count(swin_tiny) == no_head + 2 * (96 + 192 + 384)  # extra LayerNorms on stages 1-3
+    with torch.device("meta"):
+        assert swin_tiny().num_features == 768
+
+
+@pytest.mark.parametrize("size", [(64, 64), (50, 70), (16, 16)])
+def test_shapes_on_tiny_inputs(size):
+    m = tiny().eval()
+    out = m.forward_features(torch.randn(2, 6, *size))
+    grid = [(-(-size[0] // 4)), (-(-size[1] // 4))]
+    for f, c in zip(out["features"], m.feature_channels):
+        assert f.shape[:2] == (2, c)
+        assert f.shape[2:] == tuple(grid)
+        grid = [(g + 1) // 2 for g in grid]
+    assert out["pooled"].shape == (2, m.num_features)
+    assert m.feature_strides == [4, 8, 16, 32]
+
+
+def _groups(n: int, window: int, shift: int) -> torch.Tensor:
+    """Window id per coordinate: windows offset by the shift and truncated (not wrapped) at the borders."""
+    r = torch.arange(n)
+    return torch.div(r + (window - shift) % window, window, rounding_mode="floor") if shift else r // window
+
+
+def _dependency(block: SwinBlock, H: int, W: int) -> torch.Tensor:
+    """(H*W, H*W) bool: does output token i depend on input token j (Jacobian non-zero)?"""
+    x = torch.randn(1, H, W, 8)
+    jac = torch.autograd.functional.jacobian(block, x)  # (1,H,W,C,1,H,W,C)
+    return jac.abs().sum(dim=(0, 3, 4, 7)).reshape(H * W, H * W) > 1e-10
+
+
+@pytest.mark.parametrize(
+    ("H", "W", "window", "shift"),
+    [(8, 8, 4, False), (8, 8, 4, True), (7, 9, 4, False), (7, 9, 4, True), (3, 5, 4, True)],
+)
+def test_window_attention_locality(H, W, window, shift):
+    """A token sees exactly its (shifted) window: tokens of other windows -- including those that the cyclic shift
+    brings into the same window -- and padding have no influence (Swin §3.2)."""
+    torch.manual_seed(0)
+    block = SwinBlock(8, 2, window_size=window, shift=shift).eval()
+    dep = _dependency(block, H, W)
+    (wh, ww), (sh, sw) = block.window_and_shift(H, W)
+    gy, gx = _groups(H, wh, sh), _groups(W, ww, sw)
+    gid = (gy[:, None] * 100 + gx[None, :]).reshape(-1)
+    expect = gid[:, None] == gid[None, :]
+    assert torch.equal(dep, expect)
+    if shift and H > window:
+        assert sh == window // 2
+        # wrapped corner pair: in one window after the cyclic shift, but masked
+        assert not dep[0, (H - 1) * W + (W - 1)]
+
+
+def test_padding_is_invisible():
+    """On a 7x9 map (window 4, padded to 8x12) every window's real tokens give the same output as the window cut
+    out on its own (no padding, window clamped): padded positions are never attended to."""
+    torch.manual_seed(0)
+    block = SwinBlock(8, 2, window_size=4).eval()
+    x = torch.randn(2, 7, 9, 8)
+    full = block(x)
+    for r0, r1 in ((0, 4), (4, 7)):
+        for c0, c1 in ((0, 4), (4, 8), (8, 9)):
+            torch.testing.assert_close(full[:, r0:r1, c0:c1], block(x[:, r0:r1, c0:c1]), atol=1e-5, rtol=1e-5)
+
+
+def test_window_clamped_to_small_maps():
+    block = SwinBlock(8, 2, window_size=7, shift=True)
+    assert block.window_and_shift(5, 12) == ((5, 7), (0, 3))
+    dep = _dependency(block.eval(), 3, 3)
+    assert dep.all()  # one window covers the whole 3x3 map
+
+
+def test_mask_token_at_stride4_and_stride16():
+    torch.manual_seed(0)
+    m = tiny(mask_token=True)
+    x = torch.randn(2, 6, 64, 64)
+    plain = m.embed(x)  # (2, 16, 16, C)
+    coarse = torch.rand(2, 4, 4) < 0.5
+    fine = coarse.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    for mask in (coarse, coarse.flatten(1), fine, fine.flatten(1)):
+        h = m.embed(x, mask)
+        changed = (h != plain).any(-1)
+        assert torch.equal(changed, fine)
+        torch.testing.assert_close(h[fine], m.mask_token.reshape(1, -1).expand(int(fine.sum()), -1))
+    with pytest.raises(ValueError):
+        m.embed(x, torch.rand(2, 3, 3) < 0.5)
+    with pytest.raises(ValueError):
+        tiny().forward_features(x, mask=coarse)
+
+
+@pytest.mark.parametrize(("size", "grid"), [((64, 64), (4, 4)), ((96, 96), (6, 6)), ((100, 130), (7, 9))])
+def test_neck_stride16_tokens(size, grid):
+    m = tiny().eval()
+    neck = SwinNeck(m.feature_channels, out_dim=32)
+    feats = m.forward_features(torch.randn(2, 6, *size))["features"]
+    tokens = neck(feats)
+    assert tokens.shape == (2, grid[0] * grid[1], 32)
+    assert neck.forward_map(feats).shape == (2, 32, *grid)
+
+
+def test_neck_parameter_layout_matches_ecddp():
+    expect = (96 + 192 + 384) * 768 + 3 * 768 + 768 * 768 * 4 + 768
+    assert count(SwinNeck) == expect  # 96/192/384/768 -> 768
+
+
+def test_gradients_and_drop_path():
+    torch.manual_seed(0)
+    m = tiny(mask_token=True, drop_path_rate=0.3)
+    neck = SwinNeck(m.feature_channels, out_dim=16, norm=True)
+    out = m.forward_features(torch.randn(2, 6, 64, 64), mask=torch.rand(2, 4, 4) < 0.5)
+    (neck(out["features"]).sum() + out["pooled"].sum()).backward()
+    missing = [n for n, p in [*m.named_parameters(), *neck.named_parameters()] if p.grad is None]
+    assert missing == []
+    m.eval()
+    x = torch.randn(1, 6, 32, 32)
+    torch.testing.assert_close(m(x), m(x))
