@@ -1,0 +1,100 @@
+"""Shared parts of the Prophesee ``.raw`` readers: ASCII header, EVT version, sensor geometry, word access."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from evssl.events.io._common import PathLike, header_dict, header_geometry, parse_percent_header, source_name
+from evssl.events.schema import EventFormatError
+
+#: Sensor sizes ``(height, width)`` by a substring of the ``plugin_name`` header (old files carry no geometry).
+PLUGIN_SIZES: tuple[tuple[str, tuple[int, int]], ...] = (
+    ("genx320", (320, 320)),
+    ("gen41", (720, 1280)),
+    ("imx636", (720, 1280)),
+    ("gen4", (720, 1280)),
+    ("gen3", (480, 640)),
+)
+HEADER_PROBE_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class RawHeader:
+    """The ASCII header of a ``.raw`` file: key/value lines, EVT version, geometry and where the body starts."""
+
+    fields: dict[str, str]
+    version: str | None
+    geometry: tuple[int, int] | None
+    body_offset: int
+
+
+def _version(fields: dict[str, str]) -> str | None:
+    if "evt" in fields:
+        return fields["evt"].strip()
+    m = re.match(r"\s*evt\s*(\d)(\d)?", fields.get("format", ""), re.IGNORECASE)
+    if m:
+        return f"{m.group(1)}.{m.group(2) or '0'}"
+    return None
+
+
+def read_raw_header(path: PathLike) -> RawHeader:
+    """Parse the ``%`` header of a Prophesee ``.raw`` file (version from ``% evt X.Y`` or ``% format EVTn``)."""
+    src = source_name(path)
+    with open(path, "rb") as f:
+        head = f.read(HEADER_PROBE_BYTES)
+        while not _header_complete(head):  # headers longer than the probe
+            more = f.read(HEADER_PROBE_BYTES)
+            if not more:
+                break
+            head += more
+    lines, pos = parse_percent_header(head, src)
+    fields = header_dict(lines)
+    geometry = header_geometry(fields)
+    if geometry is None:
+        plugin = fields.get("plugin_name", "").lower()
+        geometry = next((size for key, size in PLUGIN_SIZES if key in plugin), None)
+    return RawHeader(fields, _version(fields), geometry, pos)
+
+
+def _header_complete(head: bytes) -> bool:
+    """Whether ``head`` holds the whole header (a line not starting with '%' or '% end' follows it)."""
+    pos = 0
+    while pos < len(head) and head[pos] == 0x25:
+        end = head.find(b"\n", pos)
+        if end < 0:
+            return False
+        if head[pos + 1 : end].strip().lower() == b"end":
+            return True
+        pos = end + 1
+    return pos < len(head)
+
+
+def raw_words(path: PathLike, header: RawHeader, dtype: str) -> np.ndarray:
+    """The body of a ``.raw`` file as little-endian words (memory-mapped; a partial last word is an error)."""
+    src = source_name(path)
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+    itemsize = np.dtype(dtype).itemsize
+    body = size - header.body_offset
+    if body % itemsize:
+        whole = body - body % itemsize
+        raise EventFormatError(
+            src,
+            "word",
+            f"body of {body} bytes is not a multiple of {itemsize}: truncated word at byte offset "
+            f"{header.body_offset + whole}",
+            whole // itemsize,
+        )
+    if body == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=header.body_offset)
+
+
+def check_version(header: RawHeader, expected: str, source: str) -> None:
+    """Raise when the header names an EVT version other than ``expected`` (a missing version is accepted)."""
+    if header.version is not None and header.version != expected:
+        raise EventFormatError(source, "evt", f"header says EVT {header.version}, this reader decodes EVT {expected}")
