@@ -1,0 +1,320 @@
+"""The one LightningDataModule of evssl: stores (synthetic by default) -> windows -> event batches -> tensors.
+
+Classification, dense (``DenseWindow``), sequence (``SequenceWindows``) and multi-view pre-training data all go
+through :class:`EventDataModule`; only the sampler changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from evssl.data.collate import Collate
+from evssl.data.datasets import EpochSampler, StoreDataset
+from evssl.data.samplers import ClassificationWindow, WindowSampler
+from evssl.events.representations import Representation, VoxelGrid
+
+__all__ = ["ApplyRepresentations", "EventDataModule", "StoreMeta"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """Cheap store metadata read once in the main process."""
+
+    path: Path
+    classes: list[str]
+    labels: np.ndarray
+    splits: np.ndarray
+    sensor_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class ApplyRepresentations:
+    """Batch transform: ``batch[out_key] = representation(batch[event_key])`` for every mapped event key present.
+
+    Picklable (used inside DataLoader workers when ``representation_on="worker"``) and device-agnostic (used in
+    ``on_after_batch_transfer`` when ``representation_on="device"``).
+    """
+
+    def __init__(self, mapping: dict[str, tuple[str, Any]]) -> None:
+        self.mapping = dict(mapping)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        for ev_key, (out_key, rep) in self.mapping.items():
+            if ev_key in batch:
+                batch[out_key] = rep(batch[ev_key])
+        return batch
+
+
+class EventDataModule(LightningDataModule):
+    """Event data for every evssl method and task.
+
+    Args:
+        source: ``"synthetic"`` (the cached synthetic store, see :func:`evssl.data.synthetic.synthetic_store`) or the
+            path of an evssl store.
+        synthetic_size: size of the synthetic store (``"tiny"``, ...).
+        seed: seed of the synthetic store, of the per-item window/augmentation generators and of the shuffling.
+        sampler: training sampler (default :class:`ClassificationWindow()`).
+        eval_sampler: validation/test/predict sampler (default: ``sampler``, called with ``train=False``).
+        representation: event representation (default ``VoxelGrid(5)``), applied to every event key of
+            ``sampler.representation_keys()``; a sampler with a ``representations`` dict overrides it per key.
+        representation_on: ``"device"`` (batched, in ``on_after_batch_transfer`` on the accelerator) or
+            ``"worker"`` (in the collate function inside the DataLoader workers).
+        batch_size: samples per batch and per device.
+        num_workers: DataLoader worker processes.
+        persistent_workers: keep workers between epochs (only used when ``num_workers > 0``).
+        pin_memory: pin host memory; ``None`` = when CUDA is available.
+        train_split, val_split, test_split: names in the store's split column (``None`` skips that stage).
+            Stores without splits are split deterministically with ``split_fractions`` (train, val, test).
+        cache_dir: where synthetic stores are cached (default ``$EVSSL_CACHE`` or ``~/.cache/evssl``).
+        drop_last: drop the last incomplete training batch (ignored when a rank has fewer items than one batch).
+        windows_per_recording: items per recording in every split (many windows of long sequences).
+        split_fractions: (train, val, test) fractions for stores without a split column.
+
+    Epoch handling: samples are keyed by ``(seed, epoch, recording, window)`` and the epoch travels with the indices
+    (:class:`~evssl.data.datasets.EpochSampler`), so results are identical for any ``num_workers``, across ranks
+    and after resuming from a checkpoint. Under DDP each rank reads its own shard of the split.
+    """
+
+    def __init__(
+        self,
+        source: str = "synthetic",
+        synthetic_size: str = "tiny",
+        seed: int = 0,
+        sampler: WindowSampler | None = None,
+        eval_sampler: WindowSampler | None = None,
+        representation: Representation | None = None,
+        representation_on: str = "device",
+        batch_size: int = 32,
+        num_workers: int = 2,
+        persistent_workers: bool = True,
+        pin_memory: bool | None = None,
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        test_split: str | None = "test",
+        cache_dir: str | None = None,
+        drop_last: bool = True,
+        windows_per_recording: int = 1,
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    ) -> None:
+        super().__init__()
+        if representation_on not in ("device", "worker"):
+            raise ValueError(f"representation_on must be 'device' or 'worker', got {representation_on!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source = str(source)
+        self.synthetic_size = synthetic_size
+        self.seed = int(seed)
+        self.sampler = sampler if sampler is not None else ClassificationWindow()
+        self.eval_sampler = eval_sampler if eval_sampler is not None else self.sampler
+        self.representation = representation if representation is not None else VoxelGrid(5)
+        self.representation_on = representation_on
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.persistent_workers = bool(persistent_workers)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.train_split = train_split
+        self.val_split = val_split
+        self.test_split = test_split
+        self.cache_dir = cache_dir
+        self.drop_last = bool(drop_last)
+        self.windows_per_recording = int(windows_per_recording)
+        self.split_fractions = tuple(float(f) for f in split_fractions)
+        self._meta: StoreMeta | None = None
+        self.datasets: dict[str, StoreDataset] = {}
+
+    # ------------------------------------------------------------------ store metadata (no setup needed)
+    @property
+    def store_path(self) -> Path:
+        """The store file (generates the synthetic store on first access)."""
+        return self.meta.path
+
+    @property
+    def meta(self) -> StoreMeta:
+        """Classes, labels, splits and sensor size of the store, read once."""
+        if self._meta is None:
+            if self.source == "synthetic":
+                from evssl.data.synthetic import synthetic_store
+
+                path = synthetic_store(self.synthetic_size, self.seed, self.cache_dir)
+            else:
+                path = Path(self.source).expanduser()
+                if not path.exists():
+                    raise FileNotFoundError(f"event store {path} not found (data.source)")
+            from evssl.events.io.store import EventStore
+
+            store = EventStore(path)
+            try:
+                size = store.attrs.get("sensor_size") if isinstance(store.attrs, dict) else None
+                if size is None:
+                    info = store.info(0) if len(store) else None
+                    size = (info.height, info.width) if info is not None else (0, 0)
+                self._meta = StoreMeta(
+                    path=path,
+                    classes=list(store.classes),
+                    labels=np.asarray(store.labels, dtype=np.int64),
+                    splits=np.asarray(store.splits).astype(str),
+                    sensor_size=(int(size[0]), int(size[1])),
+                )
+            finally:
+                store.close()
+        return self._meta
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the store (``len(store.classes)``)."""
+        return len(self.meta.classes)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the default representation (the backbone's ``in_chans``)."""
+        return int(self.representation.channels)
+
+    @property
+    def sensor_size(self) -> tuple[int, int]:
+        """(H, W) of the events the model sees: the training sampler's output size (crop / resolution) or the
+        store's sensor size."""
+        return tuple(self.sampler.output_size(self.meta.sensor_size))  # type: ignore[return-value]
+
+    @property
+    def store_sensor_size(self) -> tuple[int, int]:
+        """(H, W) of the store's sensor."""
+        return self.meta.sensor_size
+
+    def split_indices(self, name: str) -> np.ndarray:
+        """Recording indices of split ``name`` (store split column, or the deterministic fraction split)."""
+        splits = self.meta.splits
+        if len(splits) and (splits != "").any():
+            idx = np.flatnonzero(splits == name)
+            if len(idx) == 0:
+                raise ValueError(f"split {name!r} not in store {self.meta.path} (has {sorted(set(splits.tolist()))})")
+            return idx
+        return self._fraction_split(name)
+
+    def _fraction_split(self, name: str) -> np.ndarray:
+        n = len(self.meta)
+        perm = np.random.default_rng([self.seed, 0x5B11]).permutation(n)
+        f_train, f_val, _ = self.split_fractions
+        n_train = round(n * f_train)
+        n_val = round(n * f_val)
+        parts = {
+            self.train_split: perm[:n_train],
+            self.val_split: perm[n_train : n_train + n_val],
+            self.test_split: perm[n_train + n_val :],
+        }
+        if name not in parts:
+            raise ValueError(f"store {self.meta.path} has no split column; split {name!r} is not one of {parts}")
+        return np.sort(parts[name])
+
+    # ------------------------------------------------------------------ representation
+    def representation_mapping(self, sampler: WindowSampler) -> dict[str, tuple[str, Any]]:
+        """{event key: (output key, representation)} for a sampler."""
+        own = getattr(sampler, "representations", None) or {}
+        return {k: (out, own.get(k, self.representation)) for k, out in sampler.representation_keys().items()}
+
+    def _transform(self, train: bool) -> ApplyRepresentations:
+        return ApplyRepresentations(self.representation_mapping(self.sampler if train else self.eval_sampler))
+
+    # ------------------------------------------------------------------ datasets and loaders
+    def prepare_data(self) -> None:
+        """Generate the synthetic store if needed (Lightning calls this once per node before ``setup``)."""
+        _ = self.meta
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of the stage (``fit``, ``validate``, ``test``, ``predict``)."""
+        plan: list[tuple[str, str | None, bool]] = []
+        if stage in (None, "fit"):
+            plan += [("train", self.train_split, True), ("val", self.val_split, False)]
+        if stage == "validate":
+            plan.append(("val", self.val_split, False))
+        if stage in (None, "test", "predict"):
+            plan.append(("test", self.test_split, False))
+        for role, split, train in plan:
+            if split is None or role in self.datasets:
+                continue
+            self.datasets[role] = StoreDataset(
+                self.store_path,
+                self.split_indices(split),
+                self.sampler if train else self.eval_sampler,
+                train=train,
+                seed=self.seed,
+                windows_per_recording=self.windows_per_recording,
+            )
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.global_rank), int(trainer.world_size)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _loop_epoch(self) -> int:
+        """The fit loop's epoch counter (restored from a checkpoint on resume), 0 without a trainer.
+
+        Lightning calls ``sampler.set_epoch`` at every epoch start, but on resume it creates the first iterator (and
+        worker processes prefetch their first indices) *before* that call; starting the sampler at the restored
+        epoch makes the resumed epoch identical to the uninterrupted run.
+        """
+        trainer = getattr(self, "trainer", None)
+        try:
+            return int(trainer.fit_loop.epoch_progress.current.processed)  # type: ignore[union-attr]
+        except AttributeError:
+            return 0
+
+    def _loader(self, role: str, train: bool) -> DataLoader | list:
+        if role not in self.datasets:
+            self.setup("fit" if role in ("train", "val") else "test")
+        ds = self.datasets.get(role)
+        if ds is None:
+            return []
+        rank, world = self._rank_world()
+        sampler = EpochSampler(ds, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)
+        sampler.set_epoch(self._loop_epoch())
+        drop_last = train and self.drop_last and len(sampler) >= self.batch_size
+        transform = self._transform(train) if self.representation_on == "worker" else None
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=Collate(transform),
+            pin_memory=self.pin_memory,
+            drop_last=drop_last,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, sharded training batches."""
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches (deterministic windows); ``[]`` when ``val_split`` is None."""
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Test batches (deterministic windows)."""
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader | list:
+        """The test split, as for :meth:`test_dataloader`."""
+        return self._loader("test", False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Apply the representation on the device (``representation_on="device"``)."""
+        if self.representation_on != "device" or not isinstance(batch, dict):
+            return batch
+        trainer = getattr(self, "trainer", None)
+        train = bool(trainer is not None and trainer.training)
+        return self._transform(train)(batch)
