@@ -1,0 +1,174 @@
+"""evssl convert: labelled folders, list files, single files, failures (nothing written), append, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evssl.events import io as event_io
+from evssl.events.convert import ConvertError, convert, main_convert
+from evssl.events.io.store import EventStore
+from evssl.events.schema import Events
+
+H, W = 10, 12
+
+
+def _write_npz(path: Path, seed: int, n: int = 50) -> Events:
+    rng = np.random.default_rng(seed)
+    ev = Events.from_arrays(
+        rng.integers(0, W, n),
+        rng.integers(0, H, n),
+        np.sort(rng.integers(0, 10_000, n)),
+        rng.integers(0, 2, n),
+        H,
+        W,
+        polarity="01",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=ev.x, y=ev.y, t=ev.t, p=ev.p, size=[H, W])
+    return ev
+
+
+def _detect(path, **kw):
+    if Path(path).suffix != ".npz":
+        raise ValueError(f"{path}: unknown event format")
+    return "npz"
+
+
+def _read(path, format=None, **kw):
+    _detect(path)
+    with np.load(path) as z:
+        if "broken" in z:
+            raise ValueError("broken file")
+        h, w = (int(v) for v in z["size"])
+        return Events.from_arrays(z["x"], z["y"], z["t"], z["p"], h, w, source=str(path))
+
+
+@pytest.fixture
+def fake_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tiny .npz reader standing in for evssl.events.io.read_events (convert's logic is what is tested here)."""
+    monkeypatch.setattr(event_io, "read_events", _read, raising=False)
+    monkeypatch.setattr(event_io, "detect_format", _detect, raising=False)
+
+
+def _assert_same(a: Events, b: Events) -> None:
+    for f in ("x", "y", "t", "p"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+
+
+def test_labelled_folder(tmp_path: Path, fake_io: None) -> None:
+    root = tmp_path / "data"
+    evs = {
+        "dog/c.npz": _write_npz(root / "dog/c.npz", 1),
+        "cat/a.npz": _write_npz(root / "cat/a.npz", 2),
+        "cat/sub/b.npz": _write_npz(root / "cat/sub/b.npz", 3),
+    }
+    (root / "cat/README.md").write_text("not events")
+    (root / ".cache").mkdir()
+    _write_npz(root / ".cache/hidden.npz", 4)
+    out = convert([root], tmp_path / "out" / "store.h5", progress=False, split="train")
+    s = EventStore(out)
+    assert s.classes == ["cat", "dog"]
+    assert s.names.tolist() == ["cat/a.npz", "cat/sub/b.npz", "dog/c.npz"]
+    assert s.labels.tolist() == [0, 0, 1]
+    assert s.splits.tolist() == ["train"] * 3
+    assert s.attrs["skipped_files"] == 1
+    for k, name in enumerate(s.names):
+        _assert_same(s.events(k), evs[str(name)])
+        assert s.info(k).source == str(root / name)
+
+
+def test_two_folders_are_prefixed_and_flat_folder_unlabelled(tmp_path: Path, fake_io: None) -> None:
+    _write_npz(tmp_path / "a/x.npz", 1)
+    _write_npz(tmp_path / "b/x.npz", 2)
+    s = EventStore(convert([tmp_path / "a", tmp_path / "b"], tmp_path / "s.h5", progress=False))
+    assert s.names.tolist() == ["a/x.npz", "b/x.npz"] and s.labels.tolist() == [-1, -1] and s.classes == []
+
+
+def test_list_file_and_cli(tmp_path: Path, fake_io: None, capsys: pytest.CaptureFixture) -> None:
+    e1 = _write_npz(tmp_path / "rec/one.npz", 1)
+    e2 = _write_npz(tmp_path / "rec/two.npz", 2)
+    e3 = _write_npz(tmp_path / "rec/three.npz", 3)
+    lst = tmp_path / "files.txt"
+    lst.write_text("# path label\nrec/one.npz zebra\n\nrec/two.npz ant\nrec/three.npz zebra\n")
+    out = tmp_path / "list.h5"
+    assert main_convert(["--list", str(lst), "--out", str(out), "--no-progress", "--split", "val"]) == 0
+    assert "3 recordings" in capsys.readouterr().out
+    s = EventStore(out)
+    assert s.classes == ["ant", "zebra"] and s.labels.tolist() == [1, 0, 1]
+    assert s.names.tolist() == ["rec/one.npz", "rec/two.npz", "rec/three.npz"]
+    assert s.splits.tolist() == ["val"] * 3
+    for k, ev in enumerate((e1, e2, e3)):
+        _assert_same(s.events(k), ev)
+    # integer labels keep their value, no class names
+    lst.write_text(f"{tmp_path / 'rec/one.npz'} 7\nrec/two.npz 3\nrec/three.npz\n")
+    s = EventStore(convert([], tmp_path / "ints.h5", list_file=lst, progress=False))
+    assert s.labels.tolist() == [7, 3, -1] and s.classes == []
+    lst.write_text("rec/missing.npz 1\n")
+    with pytest.raises(ConvertError, match=r"files\.txt:1.*missing\.npz"):
+        convert([], tmp_path / "bad.h5", list_file=lst, progress=False)
+
+
+def test_single_files_with_labels_and_append(tmp_path: Path, fake_io: None) -> None:
+    f1, f2, f3 = (tmp_path / f"{k}.npz" for k in range(3))
+    for k, f in enumerate((f1, f2, f3)):
+        _write_npz(f, k)
+    out = tmp_path / "s.h5"
+    convert([f1, f2], out, labels=["dog", "cat"], progress=False)
+    s = EventStore(out)
+    assert s.classes == ["cat", "dog"] and s.labels.tolist() == [1, 0]
+    convert([f3], out, labels=["bird"], append=True, progress=False)
+    s = EventStore(out)
+    assert s.classes == ["cat", "dog", "bird"] and s.labels.tolist() == [1, 0, 2]  # existing indices kept
+    assert s.names.tolist() == ["0.npz", "1.npz", "2.npz"]
+    with pytest.raises(ConvertError, match="2 labels for 1 files"):
+        convert([f1], tmp_path / "x.h5", labels=[0, 1], progress=False)
+
+
+def test_failing_file_names_it_and_writes_nothing(tmp_path: Path, fake_io: None) -> None:
+    root = tmp_path / "data"
+    _write_npz(root / "a/good.npz", 1)
+    (root / "b").mkdir()
+    np.savez(root / "b" / "bad.npz", broken=[1])
+    out = tmp_path / "s.h5"
+    with pytest.raises(ConvertError, match=r"b/bad\.npz.*broken file"):
+        convert([root], out, progress=False)
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    # an existing store is left untouched, also when appending
+    convert([root / "a"], out, progress=False)
+    before = out.read_bytes()
+    for append in (False, True):
+        with pytest.raises(ConvertError, match=r"bad\.npz"):
+            convert([root], out, progress=False, append=append)
+        assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "s.h5"]
+    with pytest.raises(ConvertError, match=r"nope\.npz"):
+        convert([tmp_path / "nope.npz"], tmp_path / "n.h5", progress=False)
+    with pytest.raises(ConvertError, match="no input recordings"):
+        convert([], tmp_path / "n.h5", progress=False)
+
+
+def test_real_reader_bin40(tmp_path: Path) -> None:
+    """With the real readers: N-MNIST-style 40-bit .bin files in a labelled folder."""
+    if not hasattr(event_io, "read_events"):
+        pytest.skip("evssl.events.io.read_events not available yet")
+    root = tmp_path / "nmnist"
+    want = {}
+    for cls, seed in (("0", 1), ("1", 2)):
+        rng = np.random.default_rng(seed)
+        n = 40
+        x, y = rng.integers(0, 34, n), rng.integers(0, 34, n)
+        t, p = np.sort(rng.integers(0, 1 << 20, n)), rng.integers(0, 2, n)
+        rec = np.stack([x, y, (p << 7) | (t >> 16), (t >> 8) & 0xFF, t & 0xFF], axis=1).astype(np.uint8)
+        (root / cls).mkdir(parents=True)
+        (root / cls / "00001.bin").write_bytes(rec.tobytes())
+        want[cls] = (x, y, t, p * 2 - 1)
+    s = EventStore(convert([root], tmp_path / "n.h5", progress=False))
+    assert s.classes == ["0", "1"] and s.labels.tolist() == [0, 1]
+    for k, cls in enumerate(("0", "1")):
+        ev = s.events(k)
+        assert (ev.height, ev.width) == (34, 34)
+        for col, ref in zip((ev.x, ev.y, ev.t, ev.p), want[cls]):
+            np.testing.assert_array_equal(col, ref)
