@@ -7,22 +7,30 @@ plus CUDA when present), the best-of-N wall time, events/s and ns/event of
 * ``numpy add.at voxel``: a straightforward NumPy voxel grid with the same bilinear math, float32 throughout
   (dtype-matched, so ``np.add.at`` takes its fast path) — the reference;
 * every representation of :mod:`evssl.events.representations` (one sample, and the voxel grid also for a batch of 8
-  samples holding the same events).
+  samples holding the same events). On CPU each twice: ``[fused]``, the numba kernels the functions use on CPU, and
+  ``[torch]``, the blocked pure-torch path they fall back to without numba (and use on other devices).
+
+Timing excludes numba's compilation: every case gets one untimed warm-up call, and the first-call cost (compile, or
+loading numba's on-disk cache) is printed separately.
 
 The last columns give the speed-up over the NumPy reference and the ns/event ratio between the largest and the
 smallest event count (1.0 = linear). Synthetic events are uniform in x, y (a pessimistic access pattern: real streams
 have spatial locality) with sorted timestamps over 50 ms.
 
     python benchmarks/representations.py                 # 1M and 10M events, 5 repeats
-    python benchmarks/representations.py --sizes 1e6 --repeats 9
+    python benchmarks/representations.py --sizes 1e6 --repeats 9 --clock thread
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # the kernels are single-threaded; keep numba's pool to one thread
 
 import numpy as np
 import torch
@@ -79,6 +87,43 @@ def best_times(cases: list[Case], repeats: int) -> list[float]:
     return best
 
 
+@contextlib.contextmanager
+def torch_path() -> Iterator[None]:
+    """Send CPU batches down the pure-torch path (what the functions do where numba is missing)."""
+    saved = R._USE_FUSED
+    R._USE_FUSED = False
+    try:
+        yield
+    finally:
+        R._USE_FUSED = saved
+
+
+def on_torch_path(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        with torch_path():
+            return fn()
+
+    return call
+
+
+def first_calls(h: int, w: int, bins: int) -> list[tuple[str, float, float]]:
+    """Process and wall time of ``import numba`` and of each fused kernel's first call on a tiny batch: numba's
+    compilation, or loading its on-disk cache."""
+    cols = synthetic(1000, h, w)
+    ev = batch_of(cols, h, w, 1, "cpu")
+    out = []
+    for name, fn in (
+        ("import numba (lazy, first CPU call)", lambda: R._fused_kernels(ev)),
+        ("voxel_grid", lambda: R.voxel_grid(ev, bins)),
+        ("histogram / stacked_histogram", lambda: R.stacked_histogram(ev, bins)),
+        ("time_surface", lambda: R.time_surface(ev, 10_000.0)),
+    ):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        out.append((name, time.process_time() - c0, time.perf_counter() - w0))
+    return out
+
+
 def synthetic(n: int, h: int, w: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
@@ -128,31 +173,51 @@ def run(sizes: list[int], h: int, w: int, bins: int, repeats: int, threads: int)
             if dev == "cuda":
                 cpu_ev = batch_of(cols, h, w, 1, "cpu").pin_memory()
                 cases.append(("host→device copy (pinned)", dev, lambda e=cpu_ev: e.to("cuda", non_blocking=True)))
-            cases += [
-                ("copy columns (torch.clone)", dev, lambda tc=tcols: [c.clone() for c in tc]),
-                (f"voxel_grid bins={bins}", dev, lambda e=ev: R.voxel_grid(e, bins)),
-                (f"voxel_grid bins={bins}, B=8", dev, lambda e=ev8: R.voxel_grid(e, bins)),
-                (f"voxel_grid bins={bins} normalize", dev, lambda e=ev: R.voxel_grid(e, bins, normalize=True)),
-                ("histogram", dev, lambda e=ev: R.histogram(e)),
-                ("event_image (ECDP)", dev, lambda e=ev: R.event_image(e)),
-                (f"stacked_histogram bins={bins}", dev, lambda e=ev: R.stacked_histogram(e, bins)),
-                ("time_surface", dev, lambda e=ev: R.time_surface(e, 10_000.0)),
+            cases.append(("copy columns (torch.clone)", dev, lambda tc=tcols: [c.clone() for c in tc]))
+            reps: list[tuple[str, Callable[[], Any]]] = [
+                (f"voxel_grid bins={bins}", lambda e=ev: R.voxel_grid(e, bins)),
+                (f"voxel_grid bins={bins}, B=8", lambda e=ev8: R.voxel_grid(e, bins)),
+                (f"voxel_grid bins={bins} normalize", lambda e=ev: R.voxel_grid(e, bins, normalize=True)),
+                ("histogram", lambda e=ev: R.histogram(e)),
+                ("event_image (ECDP)", lambda e=ev: R.event_image(e)),
+                (f"stacked_histogram bins={bins}", lambda e=ev: R.stacked_histogram(e, bins)),
+                ("time_surface", lambda e=ev: R.time_surface(e, 10_000.0)),
             ]
-            # sanity: same values as the reference
-            ours = R.voxel_grid(ev, bins)[0].cpu().numpy()
+            if dev == "cpu":
+                paths = [("[fused]", lambda f: f)] if R._fused_kernels(ev) is not None else []
+                paths.append(("[torch]", on_torch_path))
+                for name, fn in reps:
+                    cases += [(f"{name} {tag}", dev, wrap(fn)) for tag, wrap in paths]
+            else:
+                cases += [(name, dev, fn) for name, fn in reps]
+            # sanity: same values as the reference, on every path
             ref = numpy_voxel_grid(**cols, bins=bins, h=h, w=w, t0=t0, t1=t0 + 50_000)
-            err = float(np.abs(ours - ref).max())
-            assert err < 1e-4, f"{dev} voxel grid differs from the NumPy reference by {err}"
+            for path in (contextlib.nullcontext(), torch_path()):
+                with path:
+                    ours = R.voxel_grid(ev, bins)[0].cpu().numpy()
+                err = float(np.abs(ours - ref).max())
+                assert err < 1e-4, f"{dev} voxel grid differs from the NumPy reference by {err}"
         for (name, dev, _), s in zip(cases, best_times(cases, repeats)):
             rows.append({"name": name, "device": dev, "n": n, "s": s})
     return rows
+
+
+def print_first_calls(calls: list[tuple[str, float, float]]) -> None:
+    if not calls:
+        print("numba unavailable: CPU rows are the torch path only")
+        return
+    import numba
+
+    print(f"numba {numba.__version__}; first calls (compile, or load of numba's on-disk cache):")
+    for name, cpu, wall in calls:
+        print(f"  {name:36s} {cpu:6.2f} s CPU  {wall:6.2f} s wall")
 
 
 def print_table(rows: list[dict[str, Any]], threads: int) -> None:
     ref = {r["n"]: r["s"] for r in rows if r["name"].startswith("numpy add.at")}
     nmin, nmax = min(ref), max(ref)
     per_event = {(r["name"], r["device"], r["n"]): r["s"] / r["n"] * 1e9 for r in rows}
-    cells = [f"{'what':34s}", f"{'device':6s}", f"{'events':>6s}", f"{'ms':>8s}", f"{'M ev/s':>8s}", f"{'ns/ev':>6s}"]
+    cells = [f"{'what':42s}", f"{'device':6s}", f"{'events':>6s}", f"{'ms':>8s}", f"{'M ev/s':>8s}", f"{'ns/ev':>6s}"]
     cells += [f"{'vs add.at':>9s}", f"{'ns/ev ratio':>11s}"]
     head = "| " + " | ".join(cells) + " |"
     print(f"\nCPU threads: {threads}; clock: {clock.__name__}; torch {torch.__version__}, numpy {np.__version__}")
@@ -166,7 +231,7 @@ def print_table(rows: list[dict[str, Any]], threads: int) -> None:
             ratio = f"{per_event[(r['name'], r['device'], nmax)] / per_event[(r['name'], r['device'], nmin)]:.2f}"
         label = f"{n / 1e6:g}M"
         print(
-            f"| {r['name']:34s} | {r['device']:6s} | {label:>6s} | {r['s'] * 1e3:8.2f} | {n / r['s'] / 1e6:8.1f} | "
+            f"| {r['name']:42s} | {r['device']:6s} | {label:>6s} | {r['s'] * 1e3:8.2f} | {n / r['s'] / 1e6:8.1f} | "
             f"{r['s'] / n * 1e9:6.2f} | {speed:8.1f}x | {ratio:>11s} |"
         )
 
@@ -189,7 +254,13 @@ def main() -> None:
     global clock
     clock = CLOCK[args.clock]
     sizes = [int(s) for s in args.sizes]
-    print_table(run(sizes, args.height, args.width, args.bins, args.repeats, args.threads), args.threads)
+    torch.set_num_threads(args.threads)
+    calls = first_calls(args.height, args.width, args.bins)
+    if R._KERNELS is False:
+        calls = []
+    rows = run(sizes, args.height, args.width, args.bins, args.repeats, args.threads)
+    print_first_calls(calls)
+    print_table(rows, args.threads)
 
 
 if __name__ == "__main__":

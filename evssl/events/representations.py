@@ -8,9 +8,19 @@ batch is rasterised in one pass over the flat event list, scattering into the fl
 
 so there is no per-sample Python loop, no per-bin pass over the events, and no host synchronisation except one
 optional min/max reduction that turns out-of-range coordinates into a clear :class:`ValueError` (``check=False``
-skips it). On CPU the pass runs over blocks of 64k events so that every temporary stays in cache (see
-:func:`_blocks`; several times faster than whole-array NumPy-style passes); on a GPU the batch is one block. Index
-arithmetic is int32 whenever ``B*C*H*W < 2**31``; time arithmetic is exact (float64 differences of int64 µs).
+skips it). Index arithmetic is int32 whenever ``B*C*H*W < 2**31``; time arithmetic is exact (float64 differences of
+int64 µs).
+
+Two implementations, one API:
+
+* **CPU** (when numba imports): fused single-pass kernels (:mod:`evssl.events._kernels`), the same arithmetic
+  operation for operation, so both agree to float32 rounding of the accumulation order. They check every event's
+  coordinates as they go (free there, and needed: a compiled loop must never write outside the grid), so they raise
+  the same :class:`ValueError` whatever ``check`` says. :func:`voxel_grid`, :func:`histogram`,
+  :func:`event_image`, :func:`stacked_histogram` and :func:`time_surface` use them.
+* **torch** (other devices; CPU without numba): elementwise ops and ``scatter_add_`` over the flat index. On CPU the
+  pass runs over blocks of 64k events so that every temporary stays in cache (see :func:`_blocks`); on a GPU the
+  batch is one block.
 
 Time normalisation (voxel grid, stacked histogram, time surface) is per sample and uses the sample's window, not its
 first/last event, so empty and single-timestamp samples are well defined:
@@ -33,6 +43,8 @@ function               C             what
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,6 +76,55 @@ _I32_MAX = 2**31 - 1
 _CPU_CHUNK = 1 << 16  # events per cache-resident block on CPU (temporaries stay in L2, no page faults)
 _MAGIC = 0x4330000000000000  # int64 bit pattern of the float64 2**52
 _TWO52 = float(2**52)
+_USE_FUSED = True  # private switch: False sends CPU batches down the torch path too (tests, benchmarks)
+_KERNELS: Any = None  # evssl.events._kernels once imported; False when numba is unavailable
+_U32_CELLS = 2**32  # grids with fewer cells use uint32 kernel indices
+
+
+# ---------------------------------------------------------------------------------------------------- fused CPU path
+def _fused_kernels(ev: EventBatch) -> Any:
+    """The numba kernels when ``ev`` is on CPU and numba imports (imported on first use: ``import numba`` costs
+    ~0.3 s, which ``import evssl`` should not pay), else None (torch path)."""
+    global _KERNELS
+    if not _USE_FUSED or ev.device.type != "cpu":
+        return None
+    if _KERNELS is None:
+        try:
+            kernels = importlib.import_module("evssl.events._kernels")
+        except (ImportError, OSError) as err:  # numba missing, or incompatible with this NumPy / platform
+            warnings.warn(
+                f"numba is unavailable ({err}); CPU event representations fall back to the slower torch path",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            _KERNELS = False
+        else:
+            _KERNELS = kernels
+    return _KERNELS or None
+
+
+def _columns(ev: EventBatch) -> tuple[np.ndarray, ...]:
+    """NumPy views (no copy for an EventBatch built by its constructors) of the columns in the kernels' dtypes."""
+    cols = (ev.x, ev.y, ev.t, ev.p, ev.batch_index, ev.t_start, ev.t_end)
+    dtypes = (torch.int16, torch.int16, torch.int64, torch.int8, torch.int64, torch.int64, torch.int64)
+    return tuple(c.to(d).contiguous().numpy() for c, d in zip(cols, dtypes))
+
+
+def _scratch(total: int, values: int = 0) -> tuple[np.ndarray, ...]:
+    """One block's index buffer (uint32 when the grid has < 2**32 cells) and ``values`` float32 value buffers."""
+    block = _KERNELS.BLOCK
+    index = np.empty(block, np.uint32 if total < _U32_CELLS else np.uint64)
+    return (index, *(np.empty(block, np.float32) for _ in range(values)))
+
+
+def _fused_failed(ev: EventBatch, position: int, out_samples: int) -> None:
+    """Raise for the event a kernel rejected: the coordinate error of :func:`check_coordinates`, else the sample."""
+    check_coordinates(ev)
+    b = int(ev.batch_index[position])
+    raise ValueError(
+        f"event {position} has batch_index {b}, outside the {min(out_samples, len(ev.t_start), len(ev.t_end))} "
+        f"samples of the batch (batch_size {ev.batch_size}, {len(ev.t_start)} windows)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -216,6 +277,21 @@ def voxel_grid(ev: EventBatch, bins: int, normalize: bool = False, check: bool =
     """
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
+    B, H, W = ev.batch_size, ev.height, ev.width
+    kernels = _fused_kernels(ev)
+    if kernels is not None:
+        total = B * bins * H * W
+        out = _zeros(total, ev.device)
+        bad = kernels.voxel_grid(*_columns(ev), bins, H, W, out.numpy(), *_scratch(total, 2))
+        if bad >= 0:
+            _fused_failed(ev, bad, B)
+        grid = out.view(B, bins, H, W)
+    else:
+        grid = _voxel_grid_torch(ev, bins, check)
+    return normalize_nonzero(grid) if normalize else grid
+
+
+def _voxel_grid_torch(ev: EventBatch, bins: int, check: bool) -> Tensor:
     if check:
         check_coordinates(ev)
     B, H, W = ev.batch_size, ev.height, ev.width
@@ -246,11 +322,12 @@ def voxel_grid(ev: EventBatch, bins: int, normalize: bool = False, check: bool =
         i64 = idx.to(torch.int64)
         out.scatter_add_(0, i64, pv)
         upper.scatter_add_(0, i64, tn)  # the same index one bin later
-    grid = out[:total].view(B, bins, H, W)
-    return normalize_nonzero(grid) if normalize else grid
+    return out[:total].view(B, bins, H, W)
 
 
 def _count_histogram(ev: EventBatch, check: bool) -> Tensor:
+    if _fused_kernels(ev) is not None:
+        return _fused_stacked_histogram(ev, 1)
     if check:
         check_coordinates(ev)
     B, H, W = ev.batch_size, ev.height, ev.width
@@ -329,6 +406,23 @@ def stacked_histogram(ev: EventBatch, bins: int, clip: int | None = 255, check: 
     """
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
+    out = _fused_stacked_histogram(ev, bins) if _fused_kernels(ev) is not None else _stacked_torch(ev, bins, check)
+    if clip is not None:
+        out.clamp_(max=float(clip))
+    return out
+
+
+def _fused_stacked_histogram(ev: EventBatch, bins: int) -> Tensor:
+    B, H, W = ev.batch_size, ev.height, ev.width
+    total = B * 2 * bins * H * W
+    out = _zeros(total, ev.device)
+    bad = _KERNELS.stacked_histogram(*_columns(ev), bins, H, W, out.numpy(), *_scratch(total))
+    if bad >= 0:
+        _fused_failed(ev, bad, B)
+    return out.view(B, 2 * bins, H, W)
+
+
+def _stacked_torch(ev: EventBatch, bins: int, check: bool) -> Tensor:
     if check:
         check_coordinates(ev)
     B, H, W = ev.batch_size, ev.height, ev.width
@@ -355,8 +449,6 @@ def stacked_histogram(ev: EventBatch, bins: int, clip: int | None = 255, check: 
         if ones is None:
             ones = torch.ones(len(idx), dtype=torch.float32, device=ev.device)
         _scatter_add(out, idx, ones[: len(idx)])
-    if clip is not None:
-        out.clamp_(max=float(clip))
     return out.view(B, C, H, W)
 
 
@@ -375,9 +467,17 @@ def time_surface(ev: EventBatch, tau_us: float, check: bool = True) -> Tensor:
     """
     if tau_us <= 0:
         raise ValueError(f"tau_us must be > 0, got {tau_us}")
+    B, H, W = ev.batch_size, ev.height, ev.width
+    kernels = _fused_kernels(ev)
+    if kernels is not None:
+        total = B * 2 * H * W
+        out = _zeros(total, ev.device)
+        bad = kernels.time_surface(*_columns(ev), -1.0 / float(tau_us), H, W, out.numpy(), *_scratch(total, 1))
+        if bad >= 0:
+            _fused_failed(ev, bad, B)
+        return out.view(B, 2, H, W)
     if check:
         check_coordinates(ev)
-    B, H, W = ev.batch_size, ev.height, ev.width
     HW = H * W
     total = B * 2 * HW
     itype = _index_dtype(total)
