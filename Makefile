@@ -3,7 +3,8 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 export WANDB_MODE ?= offline
-export OMP_NUM_THREADS ?= 2
+# one BLAS/OpenMP thread per process: tests run 2 pytest workers on 2 cores, and idle OpenMP threads busy-wait
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: install demo test test-fast lint format bench clean
 

@@ -1,0 +1,300 @@
+"""Classification transfer: linear probe, fine-tuning or training from scratch on labelled event windows."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from evssl.methods.base import (
+    OptimizerName,
+    batch_size_of,
+    class_config,
+    configure_optimization,
+    save_hparams,
+)
+
+__all__ = ["Classifier", "adapt_state_dict", "load_backbone_weights"]
+
+
+def _adapt_input_weight(weight: Tensor, in_chans: int) -> Tensor:
+    """Map a first-layer kernel ``(O, I, *k)`` to ``in_chans`` inputs: channel mean, repeated, scaled by ``I/in``.
+
+    The scale keeps the response to an input whose channels carry the same signal unchanged (the sum over input
+    channels of ``mean * I / in_chans`` equals the sum of the original kernel).
+    """
+    mean = weight.mean(dim=1, keepdim=True)
+    reps = [1, in_chans] + [1] * (weight.ndim - 2)
+    return mean.repeat(*reps) * (weight.shape[1] / in_chans)
+
+
+def adapt_state_dict(state: dict[str, Tensor], target: nn.Module, *, source: str = "state dict") -> dict[str, Tensor]:
+    """Check ``state`` against ``target`` strictly and adapt the input layer when the channel counts differ.
+
+    A conv / patch-embed kernel whose shape differs from the target's only in dimension 1 (input channels) is
+    adapted with :func:`_adapt_input_weight`. Everything else must match exactly.
+
+    Raises:
+        ValueError: naming the missing keys, the unexpected keys and the shape mismatches.
+    """
+    own = target.state_dict()
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    mismatched: list[str] = []
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key not in own:
+            continue
+        want = own[key]
+        if value.shape == want.shape:
+            out[key] = value
+        elif (
+            value.ndim == want.ndim >= 3
+            and value.shape[0] == want.shape[0]
+            and value.shape[2:] == want.shape[2:]
+            and value.shape[1] != want.shape[1]
+        ):
+            out[key] = _adapt_input_weight(value.float(), want.shape[1]).to(want.dtype)
+            rank_zero_info(
+                f"evssl: adapted {key} from {value.shape[1]} to {want.shape[1]} input channels (mean, repeated)"
+            )
+        else:
+            mismatched.append(f"{key}: {tuple(value.shape)} vs {tuple(want.shape)}")
+    if missing or unexpected or mismatched:
+        lines = [f"pretrained weights {source} do not fit the backbone {type(target).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if mismatched:
+            lines.append(f"  shape mismatches (checkpoint vs backbone): {'; '.join(mismatched)}")
+        raise ValueError("\n".join(lines))
+    return out
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load a backbone state dict written by ``evssl export`` into ``backbone`` (strict, input layer adapted).
+
+    Returns the export metadata (the ``.json`` next to the weights) or ``{}`` when there is none.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is a Lightning checkpoint (export it first) or the keys/shapes do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained backbone weights not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and "pytorch-lightning_version" in state:
+        raise ValueError(f"{path} is a Lightning checkpoint; write the backbone with `evssl export {path} --out X.pt`")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a plain state dict of tensors")
+    state = adapt_state_dict(state, backbone, source=str(path))
+    backbone.load_state_dict(state, strict=True)
+    meta_path = path.with_suffix(".json")
+    return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+
+class Classifier(LightningModule):
+    """Event classification on a backbone's pooled features: ``logits = W f(x) + b``.
+
+    Modes (the protocols of ECDP, Yang et al. ICCV 2023, Sec. 4):
+
+    * ``"linear"`` — linear probe: the pretrained backbone is frozen and kept in eval mode (BatchNorm statistics
+      fixed), only the head trains; features are computed without autograd.
+    * ``"finetune"`` — the pretrained backbone and the head train together (optionally ``backbone_lr_scale``).
+    * ``"scratch"`` — random initialisation (supervised baseline); ``pretrained`` must be ``None``.
+
+    Args:
+        backbone: feature extractor with ``num_features`` (``in_chans`` linked from the data by the CLI).
+        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        mode: ``"linear"``, ``"finetune"`` or ``"scratch"``.
+        pretrained: path to a backbone state dict written by ``evssl export``; loaded strictly, the input layer is
+            adapted when the channel count differs.
+        optimizer: ``"adamw"``, ``"sgd"`` or ``"lars"``.
+        lr: peak learning rate (per 256 samples when ``lr_batch_scale``).
+        weight_decay: weight decay (none on norms, biases and tokens).
+        momentum: SGD/LARS momentum. betas: AdamW betas.
+        warmup_epochs: linear warm-up length in epochs. min_lr_ratio: final lr / peak lr (cosine).
+        lr_batch_scale: ``lr = lr * global_batch / 256``.
+        label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
+        head_batchnorm: a parameter-free BatchNorm before the linear head (MAE / ECDP linear-probe recipe).
+        backbone_lr_scale: lr multiplier of the backbone in ``"finetune"`` / ``"scratch"`` mode.
+        layer_decay: layer-wise lr decay for ViT backbones (BEiT / MAE fine-tuning, ECDP uses 0.75): block ``i`` of
+            ``L`` gets ``lr * layer_decay ** (L + 1 - (i + 1))`` (:func:`evssl.nn.backbones.param_groups_lrd`).
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_top5`` (when ``num_classes >= 5``) and
+    the same under ``test/``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        mode: Literal["linear", "finetune", "scratch"] = "finetune",
+        pretrained: str | None = None,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_epochs: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        lr_batch_scale: bool = False,
+        label_smoothing: float = 0.0,
+        head_batchnorm: bool = False,
+        backbone_lr_scale: float = 1.0,
+        layer_decay: float | None = None,
+    ) -> None:
+        super().__init__()
+        save_hparams(self, inspect.currentframe())
+        if mode not in ("linear", "finetune", "scratch"):
+            raise ValueError(f"mode must be 'linear', 'finetune' or 'scratch', got {mode!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if mode == "scratch" and pretrained:
+            raise ValueError("mode 'scratch' trains from random weights; remove `pretrained` or use mode 'finetune'")
+        dim = getattr(backbone, "num_features", None)
+        if not isinstance(dim, int):
+            raise ValueError("Classifier needs backbone.num_features (an int)")
+        self.backbone = backbone
+        self.num_classes = int(num_classes)
+        self.mode = mode
+        self.pretrained_meta: dict[str, Any] = {}
+        if pretrained:
+            self.pretrained_meta = load_backbone_weights(backbone, pretrained)
+        elif mode != "scratch":
+            rank_zero_warn(f"Classifier mode {mode!r} without `pretrained`: the backbone starts from random weights")
+        if mode == "linear":
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6) if head_batchnorm else nn.Identity()
+        self.head = nn.Sequential(norm, nn.Linear(dim, self.num_classes))
+        nn.init.trunc_normal_(self.head[1].weight, std=0.01)
+        nn.init.zeros_(self.head[1].bias)
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.betas = tuple(betas)
+        self.warmup_epochs = warmup_epochs
+        self.min_lr_ratio = min_lr_ratio
+        self.lr_batch_scale = lr_batch_scale
+        self.label_smoothing = label_smoothing
+        self.backbone_lr_scale = backbone_lr_scale
+        self.layer_decay = layer_decay
+        self.top_k = (1, 5) if self.num_classes >= 5 else (1,)
+        for stage in ("train", "val", "test"):
+            for k in self.top_k if stage != "train" else (1,):
+                setattr(self, f"{stage}_top{k}", MulticlassAccuracy(self.num_classes, top_k=k, average="micro"))
+
+    # ------------------------------------------------------------------------------------------------- model
+    def train(self, mode: bool = True) -> Classifier:
+        """Keep a frozen (linear-probe) backbone in eval mode whatever Lightning asks."""
+        super().train(mode)
+        if self.mode == "linear":
+            self.backbone.eval()
+        return self
+
+    def features(self, batch: dict[str, Any]) -> Tensor:
+        """Pooled backbone features of ``batch["input"]`` (no autograd in linear mode)."""
+        if self.mode == "linear":
+            with torch.no_grad():
+                return self.backbone(batch["input"])
+        return self.backbone(batch["input"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits of a representation tensor ``(B, C, H, W)``."""
+        if self.mode == "linear":
+            with torch.no_grad():
+                feats = self.backbone(x)
+        else:
+            feats = self.backbone(x)
+        return self.head(feats)
+
+    def backbone_for_export(self) -> nn.Module:
+        """The (fine-tuned) backbone, for ``evssl export``."""
+        return self.backbone
+
+    def backbone_config(self) -> dict[str, Any]:
+        """``{"class_path", "init_args"}`` of the backbone."""
+        return class_config(self.backbone, self.hparams.get("backbone"))
+
+    # ---------------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Head (and backbone unless linear) with a per-step warm-up + cosine schedule."""
+        groups: list[dict[str, Any]] = [{"name": "head", "params": list(self.head.parameters())}]
+        if self.mode != "linear" and self.layer_decay is not None:
+            from evssl.nn.backbones import param_groups_lrd
+
+            lrd = param_groups_lrd(self.backbone, self.weight_decay, self.layer_decay)
+            for g in lrd:
+                g["lr_scale"] = g["lr_scale"] * self.backbone_lr_scale
+                g["name"] = f"backbone_{g['name']}"
+            groups = lrd + groups
+        elif self.mode != "linear":
+            groups.insert(
+                0, {"name": "backbone", "params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale}
+            )
+        return configure_optimization(
+            self,
+            groups,
+            optimizer=self.optimizer_name,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            betas=self.betas,
+            warmup_epochs=self.warmup_epochs,
+            min_lr_ratio=self.min_lr_ratio,
+            lr_batch_scale=self.lr_batch_scale,
+        )
+
+    # -------------------------------------------------------------------------------------------------- steps
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
+        logits = self.head(self.features(batch))
+        labels = batch["label"]
+        smoothing = self.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        bs = batch_size_of(batch)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=stage != "test", on_step=on_step, on_epoch=True,
+                 batch_size=bs, sync_dist=not on_step)  # fmt: skip
+        for k in self.top_k if stage != "train" else (1,):
+            metric = getattr(self, f"{stage}_top{k}")
+            metric(logits.detach(), labels)
+            name = f"{stage}/acc" if k == 1 else f"{stage}/acc_top{k}"
+            self.log(name, metric, prog_bar=k == 1, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Cross-entropy (with label smoothing) on ``batch["input"]`` / ``batch["label"]``."""
+        loss = self._shared_step(batch, "train")
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log(
+                "train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), batch_size=batch_size_of(batch)
+            )
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Loss, top-1 and top-5 accuracy (``val/...``)."""
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Loss, top-1 and top-5 accuracy (``test/...``)."""
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """``{"logits", "pred"}`` (+ ``"label"`` when the batch has one)."""
+        logits = self.head(self.features(batch))
+        out = {"logits": logits, "pred": logits.argmax(dim=1)}
+        if "label" in batch:
+            out["label"] = batch["label"]
+        return out
