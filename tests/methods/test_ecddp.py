@@ -1,0 +1,163 @@
+"""ECDDP method: wiring of views, teacher, losses and gradients; attention pooling; export; smoke config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from evssl.methods.base import build_param_groups
+from evssl.methods.ecddp import ECDDP, AttentionPool
+from evssl.nn.backbones import SwinTransformer
+from evssl.tasks.classification import load_backbone_weights
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_swin(in_chans: int = 6, mask_token: bool = True) -> SwinTransformer:
+    return SwinTransformer(
+        in_chans=in_chans,
+        patch_size=2,
+        embed_dim=24,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 3, 6),
+        window_size=4,
+        mask_token=mask_token,
+    )
+
+
+def tiny_ecddp(**kw) -> ECDDP:
+    args = dict(
+        neck_dim=32,
+        num_prototypes=16,
+        head_hidden_dim=32,
+        head_bottleneck_dim=16,
+        pool_heads=2,
+        num_clusters=3,
+        global_crop_size=32,
+        local_crop_size=16,
+        num_local_crops=2,
+        warmup_teacher_temp_epochs=2,
+    )
+    args.update(kw)
+    return ECDDP(tiny_swin(), **args)
+
+
+def test_forward_backward_teacher_gets_no_gradient() -> None:
+    torch.manual_seed(0)
+    m = tiny_ecddp()
+    m.train()
+    assert not m.teacher.training and all(not t.training for t in m.teacher.modules())
+    out = m.forward_losses(torch.randn(3, 6, 48, 48))
+    for key in ("loss", "loss_patch", "loss_context", "loss_image_global", "loss_image_local"):
+        assert torch.isfinite(out[key]), key
+    assert out["mask_ratio"] > 0 and out["contexts_per_image"] > 0
+    out["loss"].backward()
+    assert all(p.grad is None and not p.requires_grad for p in m.teacher.parameters())
+    student = [p for name, p in m.named_parameters() if not name.startswith(("teacher.", "probe"))]
+    assert all(p.grad is not None for p in student if p.requires_grad)
+    # prototypes frozen during the first epoch
+    m.on_after_backward()
+    for head in (m.image_head.head, m.context_head.head, m.patch_head):
+        assert all(p.grad is None for p in head.last_layer.parameters())
+    assert m.backbone.patch_embed.weight.grad is not None
+
+
+def test_teacher_excluded_from_optimizer_and_patch_embed_lr() -> None:
+    m = tiny_ecddp()
+    groups = build_param_groups(m, m.learnable_params(), lr=1.0, weight_decay=0.04, exclude=m._ema_targets())
+    ids = {id(p) for g in groups for p in g["params"]}
+    assert not ids & {id(p) for p in m.teacher.parameters()}
+    assert ids == {id(p) for p in m.parameters() if p.requires_grad}
+    embed = {g["name"]: g["lr"] for g in groups}
+    assert embed["patch_embed"] == pytest.approx(0.2) and embed["backbone"] == 1.0
+    pairs = m.momentum_pairs()
+    assert [type(o).__name__ for o, _ in pairs] == [
+        "SwinTransformer",
+        "SwinNeck",
+        "PooledPrototypeHead",
+        "PooledPrototypeHead",
+        "DINOHead",
+    ]
+    assert all(len(list(o.parameters())) == len(list(t.parameters())) for o, t in pairs)
+
+
+def test_teacher_temperature_warmup() -> None:
+    m = tiny_ecddp(warmup_teacher_temp_epochs=30)
+    assert m.teacher_temp_at(0) == pytest.approx(0.04)
+    assert m.teacher_temp_at(15) == pytest.approx(0.055)
+    assert m.teacher_temp_at(30) == m.teacher_temp_at(100) == pytest.approx(0.07)
+
+
+def test_identity_crops_transport_the_kmeans_assignments_unchanged() -> None:
+    torch.manual_seed(0)
+    m = tiny_ecddp(global_crop_size=48, global_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0)
+    views = m.make_views(torch.randn(2, 6, 48, 48))
+    torch.testing.assert_close(views["global"].images[:2], views["full"])
+    tgt = m.teacher_targets(views, 0.05)
+    labels = tgt["crop_membership"].float().argmax(1).view(4, 6, 6)
+    torch.testing.assert_close(labels, tgt["assign"].repeat(2, 1, 1))
+    # image targets: rows sum to one
+    torch.testing.assert_close(tgt["image"].sum(-1), torch.ones(2, 2))
+
+
+def test_flipped_global_crop_flips_the_assignments() -> None:
+    torch.manual_seed(1)
+    m = tiny_ecddp(global_crop_size=48, global_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=1.0)
+    views = m.make_views(torch.randn(2, 6, 48, 48))
+    tgt = m.teacher_targets(views, 0.05)
+    labels = tgt["crop_membership"].float().argmax(1).view(4, 6, 6)
+    torch.testing.assert_close(labels, tgt["assign"].flip(-1).repeat(2, 1, 1))
+
+
+def test_masked_attention_pooling_equals_pooling_each_context_alone() -> None:
+    torch.manual_seed(0)
+    pool = AttentionPool(16, num_layers=2, num_heads=2).eval()
+    b, grid, k = 2, (3, 4), 3
+    tokens = torch.randn(b, 12, 16)
+    assign = torch.randint(0, k, (b, 12))
+    assign[:, :k] = torch.arange(k)  # every context non-empty
+    member = torch.nn.functional.one_hot(assign, k).transpose(1, 2).bool()
+    out = pool(tokens, grid, k, member)
+    pos = torch.nn.functional.interpolate(pool.pos_embed, size=grid, mode="bicubic").flatten(2).transpose(1, 2)
+    x = tokens + pos
+    for i in range(b):
+        for c in range(k):
+            q = pool.cls_token
+            sub = x[i : i + 1, member[i, c]]
+            for blk in pool.blocks:
+                q = blk(q, sub, None)
+            torch.testing.assert_close(out[i, c], pool.norm(q)[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_export_is_a_plain_swin_that_dense_tasks_load(tmp_path: Path) -> None:
+    m = tiny_ecddp()
+    exported = m.backbone_for_export()
+    assert exported.mask_token is None and m.backbone.mask_token is not None
+    assert m.backbone_config()["init_args"]["mask_token"] is False
+    path = tmp_path / "bb.pt"
+    torch.save(exported.state_dict(), path)
+    plain = tiny_swin(mask_token=False)
+    load_backbone_weights(plain, path)
+    torch.testing.assert_close(plain.stages[0][0].attn.qkv.weight, m.backbone.stages[0][0].attn.qkv.weight)
+    other = tiny_swin(in_chans=4, mask_token=False)  # a different downstream representation: first layer adapted
+    load_backbone_weights(other, path)
+    assert other.patch_embed.weight.shape[1] == 4
+
+
+def test_invalid_sizes_are_rejected() -> None:
+    with pytest.raises(ValueError, match="multiple of the neck stride"):
+        tiny_ecddp(global_crop_size=36)
+    with pytest.raises(ValueError, match="mask_token=True"):
+        ECDDP(tiny_swin(mask_token=False), neck_dim=32, num_prototypes=8, head_hidden_dim=16, head_bottleneck_dim=8)
+
+
+def test_smoke_config_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evssl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(sys, "argv", ["evssl"])
+    main(["fit", "--config", str(REPO / "experiments/smoke/ecddp.yaml"), "--trainer.fast_dev_run", "1"])
