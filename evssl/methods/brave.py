@@ -182,7 +182,7 @@ class NarrowBroadViews(WindowSampler):
     sees.
 
     Args:
-        narrow_us: narrow window length (µs). Paper: 16 frames at 12.5 fps-step ≈ 1.28 s of video.
+        narrow_us: narrow window length (µs). Paper: 16 frames with step 2 at 25 fps ≈ 1.28 s of video.
         broad_us: default broad window length (µs) for specs without ``duration_us``. Paper: ≈ 10.24 s (8× narrow).
         narrow_resolution: (H, W) of the narrow view; ``None`` = the sensor size. Paper: 224 (broad: 112).
         broad: the broad views (default: one event view with the data module's representation).

@@ -456,3 +456,28 @@ def test_smoke_config_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ]
     )
     assert rc in (0, None)
+
+
+@pytest.mark.ddp
+def test_two_process_gloo_fit_runs_and_sees_world_size(tmp_path: Path) -> None:
+    """2 CPU processes (gloo): BraVe trains; configure_model sees world size 2 and, on CPU where PyTorch's
+    SyncBatchNorm cannot run, keeps per-process BN and says so (on GPUs the same hook converts every BN)."""
+    import subprocess
+
+    from tests.helpers import cli_env
+    from tests.test_cli import evssl_command
+
+    cmd = [
+        *evssl_command(),
+        "fit",
+        "--config",
+        str(REPO / "experiments" / "smoke" / "brave.yaml"),
+        *("--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"),
+        *("--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"),
+        *("--trainer.enable_checkpointing", "false", "--trainer.callbacks", "null"),
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "SyncBatchNorm needs an accelerator" in out
+    assert "max_steps=2" in out
