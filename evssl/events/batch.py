@@ -60,9 +60,7 @@ class EventBatch:
             if (s.height, s.width) != (h, w):
                 raise ValueError(f"sample {i} has sensor size {s.height}x{s.width}, sample 0 has {h}x{w}")
         counts = np.array([len(s) for s in samples], dtype=np.int64)
-        cols = {
-            f: torch.from_numpy(np.concatenate([getattr(s, f) for s in samples])) for f in ("x", "y", "t", "p")
-        }
+        cols = {f: torch.from_numpy(np.concatenate([getattr(s, f) for s in samples])) for f in ("x", "y", "t", "p")}
         if windows is None:
             windows = [(int(s.t[0]), int(s.t[-1]) + 1) if len(s) else (0, 1) for s in samples]
         win = torch.as_tensor(np.asarray(windows, dtype=np.int64).reshape(len(samples), 2))
