@@ -282,14 +282,14 @@ def test_make_synthetic_store_tiny(tiny_store) -> None:
     assert s.attrs == synthetic_store_attrs("tiny", 0)
     splits = list(s.splits)
     assert splits.count("sequence") == n_seq
-    assert (splits.count("train"), splits.count("val"), splits.count("test")) == (80, 20, 20)
+    assert (splits.count("train"), splits.count("val"), splits.count("test")) == (340, 70, 70)
     labels = np.asarray(s.labels)
     cls_labels = labels[:n_cls]
     np.testing.assert_array_equal(np.bincount(cls_labels), [n_cls // 10] * 10)
     assert np.all(labels[n_cls:] == -1)
     for c in range(10):  # stratified split
         sp = [splits[i] for i in np.flatnonzero(cls_labels == c)]
-        assert (sp.count("train"), sp.count("val"), sp.count("test")) == (8, 2, 2)
+        assert (sp.count("train"), sp.count("val"), sp.count("test")) == (34, 7, 7)
     for i in (0, n_cls):
         info = s.info(i)
         assert info.has_frames and info.has_dense and info.has_poses and info.num_events > 0
