@@ -9,6 +9,11 @@ Inputs, freely mixed:
 * a *list file* of ``path label`` lines (label = class name or int; ``#`` comments and blank lines skipped; relative
   paths are relative to the list file; a line with only a path is unlabelled).
 
+Paired image embeddings (ECDP's precomputed CLIP features) attach by **file stem**: ``embeddings`` is a ``.npz``
+(one array per key), a ``.pt`` dict of tensors (as ECDP's ``extract_clip_feature.py`` writes, one per class folder)
+or a folder of such files; a key ``n01440764_10026.JPEG`` pairs with the recording ``.../n01440764_10026.npz``. Every
+recording must find one (the error names the first that does not), and all must have the same length.
+
 The store is written atomically (:class:`~evssl.events.io.store.StoreWriter`): if any input fails, the error names
 that file and nothing is written at ``out`` (an existing store is left untouched).
 
@@ -16,6 +21,7 @@ Command line (wired as ``evssl convert`` by the CLI, also ``python -m evssl.even
 
     evssl convert data/N-MNIST/Train --out nmnist_train.h5 --split train
     evssl convert --list files.txt --out store.h5 --format evt3
+    evssl convert extracted_val/ --out nimagenet_val.h5 --split val --embeddings clip_val/
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from evssl.events import io as event_io
@@ -160,6 +167,68 @@ def _resolve_labels(items: list[_Item], existing: list[str]) -> tuple[list[int],
     return out, classes
 
 
+#: Suffixes stripped from embedding keys before pairing them with recording stems.
+_KEY_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".npz", ".npy", ".bin", ".dat", ".raw", ".aedat4", ".h5"}
+
+
+def _key_stem(key: str) -> str:
+    name = Path(str(key)).name
+    stem, dot, ext = name.rpartition(".")
+    return stem if dot and f".{ext.lower()}" in _KEY_SUFFIXES else name
+
+
+def _embedding_file(path: Path) -> dict[str, np.ndarray]:
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            items = {k: z[k] for k in z.files}
+    elif path.suffix == ".pt":
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict):
+            raise ConvertError(f"{path}: expected a dict of file stem -> embedding tensor, got {type(obj).__name__}")
+        items = {str(k): np.asarray(v.float().numpy() if isinstance(v, torch.Tensor) else v) for k, v in obj.items()}
+    else:
+        raise ConvertError(f"{path}: embeddings must be a .npz or a .pt dict (or a folder of them)")
+    out: dict[str, np.ndarray] = {}
+    for k, v in items.items():
+        v = np.asarray(v, dtype=np.float32)
+        if v.ndim == 2 and v.shape[0] == 1:
+            v = v[0]
+        if v.ndim != 1 or v.size == 0:
+            raise ConvertError(f"{path}: embedding {k!r} has shape {v.shape}; expected (E,)")
+        if not np.all(np.isfinite(v)):
+            raise ConvertError(f"{path}: embedding {k!r} has non-finite values")
+        out[_key_stem(k)] = v
+    return out
+
+
+def load_embeddings(path: PathLike) -> dict[str, np.ndarray]:
+    """Image embeddings keyed by file stem, from a ``.npz``, a ``.pt`` dict or a folder of them (searched recursively).
+
+    Raises:
+        ConvertError: naming the file and key of an embedding that is not a finite (E,) vector, of a stem that two
+            files both define, or of an embedding whose length differs from the others.
+    """
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".npz", ".pt")) if path.is_dir() else [path]
+    if not files:
+        raise ConvertError(f"{path}: no .npz or .pt embedding files found")
+    table: dict[str, np.ndarray] = {}
+    origin: dict[str, Path] = {}
+    dim: tuple[int, Path] | None = None
+    for f in files:
+        for k, v in _embedding_file(f).items():
+            if k in table:
+                raise ConvertError(f"{f}: embedding for stem {k!r} is also defined in {origin[k]}")
+            if dim is None:
+                dim = (v.size, f)
+            elif v.size != dim[0]:
+                raise ConvertError(f"{f}: embedding {k!r} has length {v.size}, but {dim[1]} has length {dim[0]}")
+            table[k], origin[k] = v, f
+    return table
+
+
 def convert(
     sources: Sequence[PathLike],
     out: PathLike,
@@ -174,6 +243,7 @@ def convert(
     append: bool = False,
     split: str = "",
     pattern: str | None = None,
+    embeddings: PathLike | dict[str, np.ndarray] | None = None,
     **read_kw: Any,
 ) -> Path:
     """Convert event files, labelled folders and list files into the evssl store ``out``.
@@ -190,6 +260,8 @@ def convert(
         split: split name stored for every recording of this call.
         pattern: glob (e.g. ``"*.bin"``) selecting the files of folders; default: every file with a detectable
             event format (others are skipped and counted).
+        embeddings: paired image embeddings keyed by file stem (a path for :func:`load_embeddings`, or the dict);
+            each recording stores the one of its file's stem.
         read_kw: passed to :func:`evssl.events.io.read_events` (e.g. ``sensor_size=(260, 346)``).
 
     Returns:
@@ -202,6 +274,15 @@ def convert(
         raise ConvertError(f"no input recordings found in {[str(s) for s in sources]}{what}")
     existing = EventStore(out).classes if append and out.exists() else []
     label_idx, classes = _resolve_labels(items, existing)
+    table = load_embeddings(embeddings) if isinstance(embeddings, (str, os.PathLike)) else embeddings
+    if table is not None:
+        missing = [it.path for it in items if it.path.stem not in table]
+        if missing:
+            where = embeddings if isinstance(embeddings, (str, os.PathLike)) else "the embeddings dict"
+            raise ConvertError(
+                f"{missing[0]}: no embedding for file stem {missing[0].stem!r} in {where}"
+                f" ({len(missing)} of {len(items)} recordings unpaired)"
+            )
     n_events = 0
     with StoreWriter(out, append=append, compression=compression, clevel=clevel, chunk_events=chunk_events) as w:
         if classes:
@@ -214,7 +295,8 @@ def convert(
                 ev = event_io.read_events(it.path, format=format, **read_kw)
             except Exception as e:
                 raise ConvertError(f"{it.path}: cannot convert ({type(e).__name__}: {e})") from e
-            w.add(ev, name=it.name, label=lab, source=str(it.path), split=split)
+            emb = None if table is None else table[it.path.stem]
+            w.add(ev, name=it.name, label=lab, source=str(it.path), split=split, embedding=emb)
             n_events += len(ev)
             bar.set_postfix(events=f"{n_events:,}", refresh=False)
         w.set_attrs(converted_with="evssl convert", skipped_files=skipped)
@@ -237,6 +319,12 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--chunk-events", type=int, default=DEFAULT_CHUNK_EVENTS, help="events per HDF5 chunk")
     parser.add_argument(
         "--append", action="store_true", help="add to an existing store (copies it first: costs one full copy)"
+    )
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="paired image embeddings by file stem: .npz, .pt dict, or a folder of them (ECDP's CLIP features)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -261,6 +349,7 @@ def run_convert(args: argparse.Namespace) -> int:
         append=args.append,
         split=args.split,
         pattern=args.pattern,
+        embeddings=args.embeddings,
         **read_kw,
     )
     with EventStore(out) as store:

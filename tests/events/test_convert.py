@@ -172,3 +172,49 @@ def test_real_reader_bin40(tmp_path: Path) -> None:
         assert (ev.height, ev.width) == (34, 34)
         for col, ref in zip((ev.x, ev.y, ev.t, ev.p), want[cls]):
             np.testing.assert_array_equal(col, ref)
+
+
+# ------------------------------------------------------------------------------------------- paired embeddings
+def test_embeddings_pair_by_file_stem_from_npz_pt_and_folder(tmp_path: Path, fake_io: None) -> None:
+    import torch
+
+    for k, name in enumerate(("n01_1", "n01_2", "n02_7")):
+        _write_npz(tmp_path / "ev" / name[:3] / f"{name}.npz", seed=k)
+    vec = {name: np.arange(4, dtype=np.float32) + 10 * k for k, name in enumerate(("n01_1", "n01_2", "n02_7"))}
+    # ECDP's extract_clip_feature.py layout: one .pt dict per class folder, keys = image file names
+    (tmp_path / "emb" / "n01").mkdir(parents=True)
+    torch.save({f"{k}.JPEG": torch.from_numpy(vec[k])[None] for k in ("n01_1", "n01_2")}, tmp_path / "emb/n01/f.pt")
+    np.savez(tmp_path / "emb" / "n02.npz", n02_7=vec["n02_7"])
+    out = convert([tmp_path / "ev"], tmp_path / "s.h5", progress=False, embeddings=tmp_path / "emb")
+    with EventStore(out) as s:
+        for i in range(len(s)):
+            stem = Path(s.info(i).name).stem
+            np.testing.assert_array_equal(s.embedding(i), vec[stem])
+    # the CLI flag does the same
+    assert main_convert([str(tmp_path / "ev"), "-o", str(tmp_path / "c.h5"), "--embeddings", str(tmp_path / "emb"),
+                         "--no-progress"]) == 0  # fmt: skip
+    with EventStore(tmp_path / "c.h5") as s:
+        assert all(s.info(i).has_embedding for i in range(len(s)))
+
+
+def test_missing_or_inconsistent_embeddings_name_the_file_and_write_nothing(tmp_path: Path, fake_io: None) -> None:
+    from evssl.events.convert import load_embeddings
+
+    _write_npz(tmp_path / "ev" / "a.npz", seed=0)
+    _write_npz(tmp_path / "ev" / "b.npz", seed=1)
+    np.savez(tmp_path / "emb.npz", a=np.ones(4, np.float32))
+    out = tmp_path / "s.h5"
+    with pytest.raises(ConvertError, match=r"b\.npz: no embedding for file stem 'b'.*1 of 2"):
+        convert([tmp_path / "ev"], out, progress=False, embeddings=tmp_path / "emb.npz")
+    assert not out.exists()
+    np.savez(tmp_path / "bad.npz", a=np.ones(4, np.float32), b=np.ones(5, np.float32))
+    with pytest.raises(ConvertError, match=r"bad\.npz: embedding 'b' has length 5"):
+        load_embeddings(tmp_path / "bad.npz")
+    np.savez(tmp_path / "nan.npz", a=np.array([1.0, np.nan], np.float32))
+    with pytest.raises(ConvertError, match=r"nan\.npz: embedding 'a' has non-finite"):
+        load_embeddings(tmp_path / "nan.npz")
+    (tmp_path / "dup").mkdir()
+    np.savez(tmp_path / "dup" / "1.npz", a=np.ones(2, np.float32))
+    np.savez(tmp_path / "dup" / "2.npz", **{"a.jpg": np.ones(2, np.float32)})
+    with pytest.raises(ConvertError, match=r"2\.npz: embedding for stem 'a' is also defined in .*1\.npz"):
+        load_embeddings(tmp_path / "dup")
