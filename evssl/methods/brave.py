@@ -466,6 +466,16 @@ def sync_batchnorm_(module: nn.Module, process_group: Any = None) -> int:
 
 
 # ======================================================================================================== method
+def _check_channels(x: Tensor, net: nn.Module, view: str, field: str) -> None:
+    """A clear error when a view's representation and its backbone disagree on the channel count."""
+    want = getattr(net, "in_chans", None)
+    if isinstance(want, int) and x.dim() == 4 and x.shape[1] != want:
+        raise ValueError(
+            f"BraVe {view} has {x.shape[1]} channels (from its representation) but its backbone expects "
+            f"in_chans={want}: set model.{field}: {x.shape[1]}"
+        )
+
+
 class BraVe(PretrainMethod):
     """BraVe pre-training: narrow backbone ``backbone`` + one backbone per broad view, shared projector/predictor.
 
@@ -581,6 +591,7 @@ class BraVe(PretrainMethod):
                     f"BraVe batch has no {key!r}: use NarrowBroadViews with {len(self.broad_backbones)} broad views"
                 )
             x = batch[key].float()
+            _check_channels(x, self.broad_backbones[k], f"broad view {k} ({key!r})", f"broad[{k}].init_args.in_chans")
             if self.randconv_flags[k]:
                 x = self.randconv(x)
             xs.append(x)
@@ -589,6 +600,7 @@ class BraVe(PretrainMethod):
     def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         """Symmetric narrow↔broad regression (BraVe eq. in the module docstring) + collapse monitor."""
         x_n = batch["input"].float()
+        _check_channels(x_n, self.backbone, "narrow view ('input')", "backbone.init_args.in_chans")
         xs_b = self.broad_inputs(batch)
         f_n = self.backbone(x_n)
         z_n, h_n = self.project(f_n)

@@ -287,6 +287,20 @@ def test_backbone_sharing_and_feature_mismatch_rejected() -> None:
         BraVe(tiny_resnet(5), [wide])
 
 
+def test_channel_mismatch_between_view_and_backbone_names_the_config_field() -> None:
+    model = tiny_brave(num_broad=2, broad_chans=2).train()
+    batch = tiny_batch(num_broad=2)
+    batch[broad_key(1)] = torch.randn(6, 10, 8, 8)  # e.g. VoxelGrid(10) for a backbone built with in_chans 2
+    with pytest.raises(
+        ValueError, match=r"broad view 1 .*10 channels.*in_chans=2.*broad\[1\]\.init_args\.in_chans: 10"
+    ):
+        model.ssl_step(batch, 0)
+    batch = tiny_batch(num_broad=2)
+    batch["input"] = torch.randn(6, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"narrow view .*3 channels.*in_chans=5"):
+        model.ssl_step(batch, 0)
+
+
 # ----------------------------------------------------------------------------------------------------- loss wiring
 def _manual_loss(model: BraVe, batch: dict, stop_gradient: bool) -> torch.Tensor:
     z_n = model.projector(model.backbone(batch["input"]))
