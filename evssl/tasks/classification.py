@@ -21,6 +21,7 @@ from evssl.methods.base import (
     configure_optimization,
     save_hparams,
 )
+from evssl.nn.ema import ema_update_, make_target
 
 __all__ = ["Classifier", "adapt_state_dict", "load_backbone_weights"]
 
@@ -130,6 +131,10 @@ class Classifier(LightningModule):
         backbone_lr_scale: lr multiplier of the backbone in ``"finetune"`` / ``"scratch"`` mode.
         layer_decay: layer-wise lr decay for ViT backbones (BEiT / MAE fine-tuning, ECDP uses 0.75): block ``i`` of
             ``L`` gets ``lr * layer_decay ** (L + 1 - (i + 1))`` (:func:`evssl.nn.backbones.param_groups_lrd`).
+        ema_decay: model EMA of backbone + head for evaluation (ECDP / MAE fine-tuning use timm's ModelEma with
+            0.9999): after every optimizer step ``theta_ema <- d * theta_ema + (1 - d) * theta`` (BatchNorm
+            statistics copied); validation, test, prediction and ``evssl export`` then use the EMA weights, while
+            training steps use the online ones. ``None`` (default) disables it.
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_top5`` (when ``num_classes >= 5``) and
     the same under ``test/``.
@@ -153,11 +158,14 @@ class Classifier(LightningModule):
         head_batchnorm: bool = False,
         backbone_lr_scale: float = 1.0,
         layer_decay: float | None = None,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         save_hparams(self, inspect.currentframe())
         if mode not in ("linear", "finetune", "scratch"):
             raise ValueError(f"mode must be 'linear', 'finetune' or 'scratch', got {mode!r}")
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if mode == "scratch" and pretrained:
@@ -191,6 +199,9 @@ class Classifier(LightningModule):
         self.label_smoothing = label_smoothing
         self.backbone_lr_scale = backbone_lr_scale
         self.layer_decay = layer_decay
+        self.ema_decay = ema_decay
+        # the EMA copy is a frozen submodule: saved in checkpoints, never in the optimizer, no drop-path
+        self.ema = None if ema_decay is None else make_target(nn.ModuleDict({"backbone": backbone, "head": self.head}))
         self.top_k = (1, 5) if self.num_classes >= 5 else (1,)
         for stage in ("train", "val", "test"):
             for k in self.top_k if stage != "train" else (1,):
@@ -202,17 +213,32 @@ class Classifier(LightningModule):
         super().train(mode)
         if self.mode == "linear":
             self.backbone.eval()
+        if self.ema is not None:
+            self.ema.eval()
         return self
 
+    def _eval_modules(self) -> tuple[nn.Module, nn.Module]:
+        """(backbone, head) used for evaluation: the EMA copies when ``ema_decay`` is set."""
+        if self.ema is None:
+            return self.backbone, self.head
+        return self.ema["backbone"], self.ema["head"]
+
     def features(self, batch: dict[str, Any]) -> Tensor:
-        """Pooled backbone features of ``batch["input"]`` (no autograd in linear mode)."""
+        """Pooled features of ``batch["input"]`` (no autograd in linear mode; the EMA backbone outside training)."""
+        if self.ema is not None and not self.training:
+            with torch.no_grad():
+                return self.ema["backbone"](batch["input"])
         if self.mode == "linear":
             with torch.no_grad():
                 return self.backbone(batch["input"])
         return self.backbone(batch["input"])
 
     def forward(self, x: Tensor) -> Tensor:
-        """Class logits of a representation tensor ``(B, C, H, W)``."""
+        """Class logits of a representation tensor ``(B, C, H, W)`` (the EMA model outside training)."""
+        if self.ema is not None and not self.training:
+            backbone, head = self._eval_modules()
+            with torch.no_grad():
+                return head(backbone(x))
         if self.mode == "linear":
             with torch.no_grad():
                 feats = self.backbone(x)
@@ -221,8 +247,8 @@ class Classifier(LightningModule):
         return self.head(feats)
 
     def backbone_for_export(self) -> nn.Module:
-        """The (fine-tuned) backbone, for ``evssl export``."""
-        return self.backbone
+        """The (fine-tuned) backbone, for ``evssl export`` (its EMA when ``ema_decay`` is set)."""
+        return self._eval_modules()[0]
 
     def backbone_config(self) -> dict[str, Any]:
         """``{"class_path", "init_args"}`` of the backbone."""
@@ -257,9 +283,17 @@ class Classifier(LightningModule):
             lr_batch_scale=self.lr_batch_scale,
         )
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Step the optimizer, then update the model EMA once (once per optimizer step, also under accumulation)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema is not None:
+            online = nn.ModuleDict({"backbone": self.backbone, "head": self.head})
+            ema_update_(online, self.ema, float(self.ema_decay))
+
     # -------------------------------------------------------------------------------------------------- steps
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        logits = self.head(self.features(batch))
+        head = self.head if stage == "train" else self._eval_modules()[1]
+        logits = head(self.features(batch))
         labels = batch["label"]
         smoothing = self.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
@@ -293,7 +327,7 @@ class Classifier(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         """``{"logits", "pred"}`` (+ ``"label"`` when the batch has one)."""
-        logits = self.head(self.features(batch))
+        logits = self._eval_modules()[1](self.features(batch))
         out = {"logits": logits, "pred": logits.argmax(dim=1)}
         if "label" in batch:
             out["label"] = batch["label"]

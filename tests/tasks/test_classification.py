@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 
 from evssl.nn.backbones import BasicBlock, ResNet
 from evssl.tasks.classification import Classifier, adapt_state_dict, load_backbone_weights
@@ -131,3 +131,43 @@ def test_layer_decay_groups_for_vit() -> None:
     assert lrs["head"] == pytest.approx(1e-3)
     assert lrs["backbone_layer_0_decay"] == pytest.approx(1e-3 * 0.5**13)  # patch embedding: deepest decay
     assert lrs["backbone_layer_12_decay"] == pytest.approx(1e-3 * 0.5)
+
+
+def test_model_ema_tracks_online_weights_once_per_optimizer_step_and_is_evaluated() -> None:
+    torch.manual_seed(0)
+    d = 0.9
+    model = Classifier(TinyNet(2, 8), num_classes=4, mode="scratch", lr=0.05, optimizer="sgd", ema_decay=d)
+    assert all(not p.requires_grad for p in model.ema.parameters())
+    online = torch.nn.ModuleDict({"backbone": model.backbone, "head": model.head})
+    ref = {k: v.clone() for k, v in online.state_dict().items()}  # hand-rolled EMA next to the module's
+    steps: list[int] = []
+
+    class Track(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step != (steps[-1] if steps else 0):  # an optimizer step happened
+                steps.append(trainer.global_step)
+                for k, v in online.state_dict().items():
+                    ref[k] = d * ref[k] + (1 - d) * v if v.is_floating_point() and "running" not in k else v.clone()
+
+    trainer = _trainer(max_epochs=1, accumulate_grad_batches=2, callbacks=[Track()])
+    dm = TensorDataModule(num_samples=32, classes=4)  # 4 batches of 8 -> 2 optimizer steps
+    trainer.fit(model, dm)
+    assert steps == [1, 2]
+    ema = model.ema.state_dict()
+    for k, v in ref.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(ema[k], v, rtol=1e-5, atol=1e-6)
+    # the EMA differs from the online weights, and evaluation / export use it
+    assert not torch.equal(ema["backbone.conv.weight"], model.backbone.conv.weight)
+    model.eval()
+    x = torch.randn(3, 2, 16, 16)
+    torch.testing.assert_close(model(x), model.ema["head"](model.ema["backbone"](x)))
+    assert model.backbone_for_export() is model.ema["backbone"]
+    model.train()
+    torch.testing.assert_close(model(x), model.head(model.backbone(x)))
+    # checkpoints carry the EMA weights, and they are never optimised
+    assert any(k.startswith("ema.") for k in model.state_dict())
+    opt_params = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert not opt_params & {id(p) for p in model.ema.parameters()}
+    with pytest.raises(ValueError, match="ema_decay"):
+        Classifier(TinyNet(), num_classes=4, mode="scratch", ema_decay=1.0)
