@@ -69,12 +69,14 @@ The online probe (ECDP's ``head``) trains on the detached features of the masked
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from evssl.data.samplers import ClassificationWindow, _resize, nearest_index
@@ -301,6 +303,86 @@ def masked_view_picture(view: Tensor, keep_index: Tensor, patch_size: int, min_s
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
+# ================================================================================================ MoCo-v3 init
+def mocov3_init_state(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
+    """Map a MoCo-v3 ViT pre-training state dict onto ECDP's modules, as ECDP initialises from MoCo v3 ViT-S.
+
+    MoCo v3 (Chen et al., ICCV 2021; ``main_moco.py`` checkpoints: ``{"state_dict": {"module.base_encoder.*",
+    "module.momentum_encoder.*", "module.predictor.*"}}``, timm ViT names) → ECDP (digest §1, "Init"):
+
+    * ``base_encoder.{blocks,norm}.*`` → ``backbone.*`` (same timm names);
+    * ``base_encoder.cls_token`` (1, 1, D) → every special token of ``backbone.special_tokens`` (1, S, D);
+    * ``base_encoder.pos_embed``: the cls position is dropped; the patch positions are loaded only into a learnable
+      position embedding of the same grid (evssl's default 2-D sin-cos table equals MoCo v3's own fixed one);
+    * ``base_encoder.patch_embed.*`` only when the input channels match (events have 2, so ECDP drops it);
+    * ``base_encoder.head.*`` (the 3-layer projector) → ``h_evt`` and ``h_img``; ``predictor.*`` → ``pred_evt`` and
+      ``pred_img`` (same ``Linear/BN/ReLU`` sequence indices as evssl's ``MLP.layers``).
+
+    Returns the ``model.state_dict()``-keyed tensors to load and the skipped source keys (with the reason).
+    """
+    src = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    out: dict[str, Tensor] = {}
+    skipped: list[str] = []
+
+    def put(dst: str, value: Tensor, key: str) -> None:
+        if dst not in own:
+            skipped.append(f"{key} (no {dst} in the model)")
+        elif own[dst].shape != value.shape:
+            skipped.append(f"{key} (shape {tuple(value.shape)} vs {dst} {tuple(own[dst].shape)})")
+        else:
+            out[dst] = value.to(own[dst].dtype)
+
+    for key, value in src.items():
+        if key.startswith("momentum_encoder."):
+            continue  # ECDP's momentum encoder starts as a copy of the online one
+        if key.startswith("predictor."):
+            for dst in ("pred_evt", "pred_img"):
+                put(f"{dst}.layers.{key.removeprefix('predictor.')}", value, key)
+            continue
+        if not key.startswith("base_encoder."):
+            skipped.append(f"{key} (not part of the MoCo-v3 encoder)")
+            continue
+        name = key.removeprefix("base_encoder.")
+        if name.startswith("head."):
+            for dst in ("h_evt", "h_img"):
+                put(f"{dst}.layers.{name.removeprefix('head.')}", value, key)
+        elif name == "cls_token":
+            special = own.get("backbone.special_tokens")
+            if special is None:
+                skipped.append(f"{key} (the backbone has no special tokens)")
+            else:
+                put("backbone.special_tokens", value.reshape(1, 1, -1).expand_as(special).clone(), key)
+        elif name == "pos_embed":
+            dst = "backbone.pos_embed"
+            if dst in own and value.shape[1] == own[dst].shape[1] + 1:
+                put(dst, value[:, 1:], key)
+            else:
+                skipped.append(f"{key} (position table fixed or of another grid)")
+        else:
+            put(f"backbone.{name}", value, key)
+    return out, skipped
+
+
+def load_mocov3_init(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load a local MoCo-v3 checkpoint into ``model`` (:func:`mocov3_init_state`); returns what was loaded.
+
+    Raises:
+        ValueError: naming the file when it holds no MoCo-v3 ViT weights or no transformer block matches the model.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not any(".blocks." in k or k.startswith("blocks.") for k in state):
+        raise ValueError(f"{path}: not a MoCo-v3 ViT checkpoint (expected 'state_dict' with base_encoder.blocks.*)")
+    mapped, skipped = mocov3_init_state(state, model)
+    blocks = [k for k in mapped if k.startswith("backbone.blocks.")]
+    if not blocks:
+        raise ValueError(f"{path}: no transformer block matches the backbone; skipped: {skipped[:5]}")
+    model.load_state_dict(mapped, strict=False)
+    rank_zero_info(f"ECDP: initialised {len(mapped)} tensors from MoCo-v3 checkpoint {path} ({len(skipped)} skipped)")
+    return {"path": str(path), "loaded": sorted(mapped), "skipped": skipped}
+
+
 # ======================================================================================================== method
 class ECDP(PretrainMethod):
     """ECDP pre-training (see the module docstring for the equations and every paper/code choice).
@@ -331,6 +413,8 @@ class ECDP(PretrainMethod):
             (0 = never); ``log_views_num_samples`` samples.
         optimizer, lr, ...: :class:`~evssl.methods.base.PretrainMethod`; defaults are ECDP's ViT-S recipe (AdamW,
             base lr 1.5e-4 per 256 samples, wd 0.03, 40 warm-up epochs, cosine to 0, EMA 0.99 → 1).
+        init_checkpoint: a local MoCo-v3 ViT checkpoint to start from, as ECDP does (supp.: +3.16 linear probe):
+            see :func:`mocov3_init_state` for what is loaded where. The momentum encoder starts as its copy.
     """
 
     def __init__(
@@ -373,6 +457,7 @@ class ECDP(PretrainMethod):
         ema_momentum_end: float = 1.0,
         probe_classes: int = 0,
         probe_lr: float = 1e-3,
+        init_checkpoint: str | None = None,
     ) -> None:
         super().__init__(
             backbone,
@@ -416,6 +501,8 @@ class ECDP(PretrainMethod):
             enc_dim = getattr(self.image_encoder, "embed_dim", image_embed_dim)
             if int(enc_dim) != int(image_embed_dim):
                 raise ValueError(f"image_encoder gives {enc_dim}-d embeddings but image_embed_dim={image_embed_dim}")
+        if init_checkpoint:
+            self.init_report = load_mocov3_init(self, init_checkpoint)
         self.momentum_backbone = make_target(self.backbone)
         self.momentum_h_evt = make_target(self.h_evt)
         self.momentum_h_img = make_target(self.h_img)  # EMA-updated like the official code, never used in a loss

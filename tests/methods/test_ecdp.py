@@ -409,3 +409,68 @@ def test_smoke_config_fast_dev_run(tmp_path: Path) -> None:
     ]
     res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------------- MoCo-v3 init
+def _fake_mocov3_checkpoint(path: Path, dim: int = 64) -> dict[str, torch.Tensor]:
+    """A checkpoint laid out as MoCo v3's main_moco.py saves it (timm ViT names, 3-channel patch embedding)."""
+    from evssl.nn.heads import mocov3_predictor, mocov3_projector
+
+    torch.manual_seed(1)
+    enc = VisionTransformer(img_size=IMG, patch_size=PATCH, in_chans=3, embed_dim=dim, depth=2, num_heads=4)
+    state = {f"module.base_encoder.{k}": v.clone() for k, v in enc.state_dict().items()}
+    state["module.base_encoder.pos_embed"] = torch.randn(1, 1 + (IMG // PATCH) ** 2, dim)
+    for k, v in mocov3_projector(dim, 32, 16).state_dict().items():
+        state[f"module.base_encoder.head.{k.removeprefix('layers.')}"] = v.float().clone() + torch.rand(())
+    for k, v in mocov3_predictor(16, 32, 16).state_dict().items():
+        state[f"module.predictor.{k.removeprefix('layers.')}"] = v.float().clone() + torch.rand(())
+    state.update({k.replace("base_encoder", "momentum_encoder"): torch.zeros_like(v) for k, v in list(state.items())})
+    torch.save({"epoch": 300, "arch": "vit_small", "state_dict": state}, path)
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+@pytest.mark.parametrize("pos_embed", ["sincos", "learn"])
+def test_mocov3_init_loads_blocks_tokens_heads_and_predictors_as_ecdp_does(tmp_path: Path, pos_embed: str) -> None:
+    src = _fake_mocov3_checkpoint(tmp_path / "moco.pth.tar")
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=IMG,
+        patch_size=PATCH,
+        in_chans=2,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        num_special_tokens=2,
+        class_token=False,
+        global_pool="special",
+        pos_embed=pos_embed,
+    )
+    patch0 = vit.patch_embed.proj.weight.clone()
+    enc = RandomFeatureEncoder(embed_dim=EMB, width=4, grid=2)
+    ckpt = str(tmp_path / "moco.pth.tar")
+    heads = {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 32}
+    model = ECDP(vit, enc, image_embed_dim=EMB, init_checkpoint=ckpt, **heads)
+    own = model.state_dict()
+    for k in ("blocks.0.attn.qkv.weight", "blocks.1.mlp.fc2.bias", "norm.weight"):
+        torch.testing.assert_close(own[f"backbone.{k}"], src[f"base_encoder.{k}"])
+        torch.testing.assert_close(own[f"momentum_backbone.{k}"], src[f"base_encoder.{k}"])  # EMA starts as a copy
+    for t in range(2):  # the cls token duplicated into both special tokens
+        torch.testing.assert_close(own["backbone.special_tokens"][0, t], src["base_encoder.cls_token"][0, 0])
+    torch.testing.assert_close(model.backbone.patch_embed.proj.weight, patch0)  # 3 -> 2 channels: not loaded
+    assert any(s.startswith("base_encoder.patch_embed.proj.weight (shape") for s in model.init_report["skipped"])
+    for head in ("h_evt", "h_img", "momentum_h_evt"):
+        for idx in ("0.weight", "1.bias", "6.weight", "7.running_var"):
+            torch.testing.assert_close(own[f"{head}.layers.{idx}"], src[f"base_encoder.head.{idx}"])
+    for pred in ("pred_evt", "pred_img"):
+        torch.testing.assert_close(own[f"{pred}.layers.3.weight"], src["predictor.3.weight"])
+    if pos_embed == "learn":  # cls position dropped, patch positions loaded
+        torch.testing.assert_close(own["backbone.pos_embed"], src["base_encoder.pos_embed"][:, 1:])
+    else:
+        assert any(s.startswith("base_encoder.pos_embed") for s in model.init_report["skipped"])
+    assert not any(k.startswith("momentum_encoder") for k in model.init_report["loaded"])
+
+
+def test_mocov3_init_rejects_a_file_without_vit_blocks(tmp_path: Path) -> None:
+    torch.save({"state_dict": {"module.encoder_q.conv1.weight": torch.zeros(1)}}, tmp_path / "r50.pth.tar")
+    with pytest.raises(ValueError, match=r"r50\.pth\.tar: not a MoCo-v3 ViT checkpoint"):
+        tiny_ecdp(init_checkpoint=str(tmp_path / "r50.pth.tar"))
