@@ -53,11 +53,13 @@ EPE) but worse in segmentation (both seeds, -0.001 / -0.022 mIoU) and depth (bot
 differences are of the order of the seed-to-seed spread; the flow fine-tuning gain (0.010 EPE, 2 %) is the most
 consistent, but 2 seeds and 70 test clips cannot establish it. Longer fine-tuning does not change this (seed 0, 10
 epochs: full 0.148 / 0.128 mIoU, 0.523 / 0.513 EPE, 0.274 / 0.285 abs-rel; frozen 0.123 / 0.114, 0.558 / 0.559,
-0.303 / 0.300), nor does a lower fine-tuning lr (3e-4, 6 epochs: both inits worse, no consistent gap). Likely
-reasons, none of them proven: 840 pre-training steps are the very start of the paper's schedule (38 k steps), the
-image level has only just left uniform; a random tiny Swin with a UPerNet decoder on the stride-2 stage already gets
-most of what 340 clips of one shape on a texture can teach; the self-supervised identity signal (which clip) is
-weakly related to the dense targets.
+0.303 / 0.300), nor does a lower fine-tuning lr (3e-4, 6 epochs: both inits worse, no consistent gap). Doubling
+pre-training does not either (seed 0, 80 epochs: loss / uniform image 0.89 / 0.85, context 0.82, patch 0.57; ECDDP
+full 0.118 mIoU, 0.576 EPE, 0.344 abs-rel and frozen 0.118, 0.611, 0.364 vs random 0.120, 0.560, 0.343 and 0.112,
+0.589, 0.370). Likely reasons, none of them proven: 840-1680 pre-training steps are the very start of the paper's
+schedule (38 k steps); a random tiny Swin with a UPerNet decoder on the stride-2 stage already gets most of what 340
+clips of one shape on a texture can teach; the self-supervised identity signal (which clip) is weakly related to the
+dense targets.
 """
 
 from __future__ import annotations
