@@ -48,19 +48,23 @@ def sinkhorn_knopp(logits: Tensor, n_iters: int = 3, distributed: bool = True) -
 
     Alternately normalises columns (prototypes) and rows (samples) of :math:`Q = \exp(\text{logits})` so that, at
     convergence, every row sums to 1 and every column sums to :math:`B_{\text{tot}}/K`, where :math:`B_{\text{tot}}`
-    is the batch over all ranks (column sums are all-reduced when ``distributed``). The last step normalises rows,
+    is the batch over all ranks (column sums and the row count are all-reduced when ``distributed``, so ranks may
+    hold different numbers of rows, none included). The last step normalises rows,
     so rows sum to 1 exactly. Differentiable (callers detach when the plan is a target). Computed in float32 with the
     row max subtracted for stability.
     """
     if logits.ndim != 2:
         raise ValueError(f"sinkhorn_knopp expects (B, K) logits, got shape {tuple(logits.shape)}")
     x = logits.float()
-    x = x - (all_reduce_max(x.max()) if distributed else x.max())
+    top = x.max() if x.numel() else x.new_tensor(float("-inf"))  # a rank may hold no rows (e.g. no masked patch)
+    x = x - (all_reduce_max(top) if distributed else top)
     q = torch.exp(x).t()  # (K, B)
     k, b = q.shape
     total = all_reduce_sum(q.sum()) if distributed else q.sum()
     q = q / total
-    b_tot = b * (world()[1] if distributed else 1)
+    # the global number of rows, all-reduced: ranks may hold different numbers of rows (masked patches, valid
+    # contexts), and every row must get the same mass 1 / B_tot (DINOv2 all-reduces n_masked_patches likewise)
+    b_tot = all_reduce_sum(x.new_tensor(float(b))) if distributed else float(b)
     for _ in range(n_iters):
         rows = q.sum(dim=1, keepdim=True)  # per prototype, over the global batch
         rows = all_reduce_sum(rows) if distributed else rows

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evssl.losses.contrastive import sinkhorn_knopp
+from evssl.losses.distributed import world
 
 __all__ = [
     "KMeansResult",
@@ -139,8 +140,9 @@ def pooling_attention_mask(membership: Tensor) -> Tensor:
 def sinkhorn_targets(logits: Tensor, temperature: float, n_iters: int = 3, distributed: bool = True) -> Tensor:
     r"""Teacher targets :math:`Q = \mathrm{SK}(\exp(z / \tau_t))` (rows sum to 1, column sums equalised over the
     batch of all ranks): DINOv2/ECDDP ``sinkhorn_knopp_teacher``, via :func:`~evssl.losses.contrastive.sinkhorn_knopp`.
-    An empty input returns an empty ``(0, K)`` tensor (only valid on a single process)."""
-    if logits.shape[0] == 0:
+    Ranks may hold different numbers of rows (masked patches, valid contexts); an empty input gives an empty
+    ``(0, K)`` tensor (under DDP it still joins the all-reduces of the other ranks)."""
+    if logits.shape[0] == 0 and not (distributed and world()[1] > 1):
         return logits.detach().float()
     return sinkhorn_knopp(logits.detach().float() / temperature, n_iters=n_iters, distributed=distributed)
 

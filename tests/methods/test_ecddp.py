@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 
+from evssl.losses.ecddp import sinkhorn_targets
 from evssl.methods.base import build_param_groups
 from evssl.methods.ecddp import ECDDP, AttentionPool
 from evssl.nn.backbones import SwinTransformer
@@ -197,3 +200,105 @@ def test_image_level_self_distillation_sharpens_on_a_fixed_batch() -> None:
                 ema_update_(online, target, 0.98)
     assert ratios[0] > 1.0  # random student sharper than the near-uniform targets
     assert sum(ratios[-5:]) / 5 < 0.9, ratios[-5:]
+
+
+# ---------------------------------------------------------------------------------------------- 2 processes (gloo)
+SK_ROWS = {0: (0, 3), 1: (3, 10)}  # unequal row counts per rank, as masked patches and valid contexts are
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: dict) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    try:
+        torch.set_num_threads(1)
+        res: dict = {}
+        # Sinkhorn centring with all-reduced sums: ranks holding 3 and 7 rows (and 0 and 10) of one batch
+        logits = torch.randn(10, 16, generator=torch.Generator().manual_seed(5)) * 3
+        a, b = SK_ROWS[rank]
+        res["sk"] = sinkhorn_targets(logits[a:b], 0.1, 3)
+        res["sk_empty"] = sinkhorn_targets(logits if rank else logits[:0], 0.1, 3)
+
+        # one optimizer step of the method under DDP: the same initial weights on both ranks, different data
+        class Step(torch.nn.Module):
+            def __init__(self, m: ECDDP) -> None:
+                super().__init__()
+                self.m = m
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.m.forward_losses(x)["loss"]
+
+        torch.manual_seed(0)
+        m = tiny_ecddp()
+        m.train()
+        ddp = DistributedDataParallel(Step(m), find_unused_parameters=True)
+        params = [p for part in m._student_parts().values() for p in part.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-3)
+        teacher0 = torch.nn.utils.parameters_to_vector(m.teacher.parameters()).clone()
+        torch.manual_seed(100 + rank)
+        loss = ddp(torch.randn(2, 6, 48, 48))
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for online, target in m.momentum_pairs():
+                ema_update_(online, target, 0.9)
+        teacher = torch.nn.utils.parameters_to_vector(m.teacher.parameters())
+        student = torch.nn.utils.parameters_to_vector(params)
+        both = [torch.empty_like(teacher) for _ in range(world)]
+        torch.distributed.all_gather(both, teacher)
+        res["teacher_max_diff"] = (both[0] - both[1]).abs().max().item()
+        res["teacher_moved"] = (teacher - teacher0).abs().max().item()
+        both = [torch.empty_like(student) for _ in range(world)]
+        torch.distributed.all_gather(both, student.detach())
+        res["student_max_diff"] = (both[0] - both[1]).abs().max().item()
+        res["loss"] = loss.item()
+        out[rank] = res
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_two_process_sinkhorn_and_teacher_sync() -> None:
+    """2 CPU processes (gloo): Sinkhorn targets with all-reduced sums equal the single-process targets of the
+    concatenated batch, also when the ranks hold different numbers of rows (one of them none); after a DDP step
+    with different data per rank, students and EMA teachers are identical on both ranks."""
+    import torch.multiprocessing as mp
+
+    port = 29500 + (os.getpid() + 7) % 1000
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    logits = torch.randn(10, 16, generator=torch.Generator().manual_seed(5)) * 3
+    ref = sinkhorn_targets(logits, 0.1, 3, distributed=False)
+    torch.testing.assert_close(torch.cat([out[0]["sk"], out[1]["sk"]]), ref, atol=1e-5, rtol=1e-4)
+    assert out[0]["sk_empty"].shape == (0, 16)
+    torch.testing.assert_close(out[1]["sk_empty"], ref, atol=1e-5, rtol=1e-4)
+    for r in (0, 1):
+        assert math.isfinite(out[r]["loss"])
+        assert out[r]["teacher_moved"] > 0
+        assert out[r]["student_max_diff"] == 0.0 and out[r]["teacher_max_diff"] == 0.0
+    assert out[0]["loss"] != out[1]["loss"]  # the ranks did see different data
+
+
+@pytest.mark.ddp
+def test_two_process_gloo_fit_runs_and_sees_world_size(tmp_path: Path) -> None:
+    """The smoke config trains for 2 steps with ``devices=2, strategy=ddp`` on CPU (gloo)."""
+    import subprocess
+
+    from tests.helpers import cli_env
+    from tests.test_cli import evssl_command
+
+    cmd = [
+        *evssl_command(),
+        "fit",
+        "--config",
+        str(REPO / "experiments" / "smoke" / "ecddp.yaml"),
+        *("--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu"),
+        *("--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.logger", "false"),
+        *("--trainer.enable_checkpointing", "false", "--trainer.callbacks", "null"),
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "Starting with 2 processes" in out, out[-3000:]
+    assert "max_steps=2" in out
