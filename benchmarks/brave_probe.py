@@ -23,7 +23,7 @@ Prints one table (mean ± std over seeds) and the per-seed numbers (with the los
 ``proj_std·√d`` per epoch). CPU only; one torch thread by default (oversubscribed cores make more threads far slower).
 
     python benchmarks/brave_probe.py                          # small store, 2 seeds, ~6 min on 2 shared cores
-    python benchmarks/brave_probe.py --size tiny --epochs 3   # quick look (tiny has only 84 train clips)
+    python benchmarks/brave_probe.py --size tiny --epochs 3   # quick look (tiny has 340 train clips)
     python benchmarks/brave_probe.py --crop-min 1.0 --epochs 8   # ablation: no crops (only flips + RandConv)
 """
 

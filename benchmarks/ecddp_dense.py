@@ -170,7 +170,7 @@ class LastEpochLosses(Callback):
 
 
 def pretrain(args: argparse.Namespace, seed: int, out: Path) -> tuple[Path, dict[str, float]]:
-    """ECDDP pre-training; returns the exported student backbone and the last training losses."""
+    """ECDDP pre-training; returns the exported backbone (``--export``) and the last training losses."""
     seed_everything(seed, workers=True)
     model = ECDDP(
         swin(mask_token=True),
@@ -192,6 +192,7 @@ def pretrain(args: argparse.Namespace, seed: int, out: Path) -> tuple[Path, dict
         min_lr_ratio=0.01,
         ema_momentum=0.98,
         log_contexts_every_n_epochs=0,
+        export_teacher=args.export == "teacher",
     )
     tr = trainer(args.pretrain_epochs, clip=3.0)
     last = LastEpochLosses()
@@ -247,6 +248,9 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=FINETUNE_LR)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--export", choices=["student", "teacher"], default="student", help="which pre-trained backbone is transferred"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -279,7 +283,7 @@ def main() -> None:
         f"ECDDP dense transfer — synthetic {args.size}, seeds {args.seeds}, pre-train {args.pretrain_epochs} ep "
         f"(lr {args.pretrain_lr:g}), fine-tune {args.finetune_epochs} ep / frozen {args.frozen_epochs} ep "
         f"(lr {args.finetune_lr:g}), batch {args.batch_size}, {args.windows} x {args.window_ms} ms windows/recording, "
-        f"{args.local_crops} local crops; {total / 60:.1f} min, {args.threads} torch thread(s)"
+        f"{args.local_crops} local crops, {args.export} exported; {total / 60:.1f} min, {args.threads} torch thread(s)"
     )
     header = (
         f"| {'task':<12} | {'protocol':<8} | {'metric':<10} | {'random init':<15} | {'ECDDP init':<15} "
