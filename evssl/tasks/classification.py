@@ -223,28 +223,22 @@ class Classifier(LightningModule):
             return self.backbone, self.head
         return self.ema["backbone"], self.ema["head"]
 
+    def _embed(self, x: Tensor) -> Tensor:
+        """Pooled features of ``x``: the EMA backbone outside training, no autograd for it or a frozen backbone."""
+        backbone = self.backbone if self.training else self._eval_modules()[0]
+        if self.mode == "linear" or backbone is not self.backbone:
+            with torch.no_grad():
+                return backbone(x)
+        return backbone(x)
+
     def features(self, batch: dict[str, Any]) -> Tensor:
         """Pooled features of ``batch["input"]`` (no autograd in linear mode; the EMA backbone outside training)."""
-        if self.ema is not None and not self.training:
-            with torch.no_grad():
-                return self.ema["backbone"](batch["input"])
-        if self.mode == "linear":
-            with torch.no_grad():
-                return self.backbone(batch["input"])
-        return self.backbone(batch["input"])
+        return self._embed(batch["input"])
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits of a representation tensor ``(B, C, H, W)`` (the EMA model outside training)."""
-        if self.ema is not None and not self.training:
-            backbone, head = self._eval_modules()
-            with torch.no_grad():
-                return head(backbone(x))
-        if self.mode == "linear":
-            with torch.no_grad():
-                feats = self.backbone(x)
-        else:
-            feats = self.backbone(x)
-        return self.head(feats)
+        head = self.head if self.training else self._eval_modules()[1]
+        return head(self._embed(x))
 
     def backbone_for_export(self) -> nn.Module:
         """The (fine-tuned) backbone, for ``evssl export`` (its EMA when ``ema_decay`` is set)."""
@@ -287,13 +281,12 @@ class Classifier(LightningModule):
         """Step the optimizer, then update the model EMA once (once per optimizer step, also under accumulation)."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.ema is not None:
-            online = nn.ModuleDict({"backbone": self.backbone, "head": self.head})
-            ema_update_(online, self.ema, float(self.ema_decay))
+            ema_update_(self.backbone, self.ema["backbone"], float(self.ema_decay))
+            ema_update_(self.head, self.ema["head"], float(self.ema_decay))
 
     # -------------------------------------------------------------------------------------------------- steps
     def _shared_step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        head = self.head if stage == "train" else self._eval_modules()[1]
-        logits = head(self.features(batch))
+        logits = self(batch["input"])
         labels = batch["label"]
         smoothing = self.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
@@ -327,7 +320,7 @@ class Classifier(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         """``{"logits", "pred"}`` (+ ``"label"`` when the batch has one)."""
-        logits = self._eval_modules()[1](self.features(batch))
+        logits = self(batch["input"])
         out = {"logits": logits, "pred": logits.argmax(dim=1)}
         if "label" in batch:
             out["label"] = batch["label"]
