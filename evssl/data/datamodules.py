@@ -35,6 +35,7 @@ class StoreMeta:
     labels: np.ndarray
     splits: np.ndarray
     sensor_size: tuple[int, int]
+    store_id: str | None = None  # the store's identity; datasets refuse a file replaced since (StoreChangedError)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -166,6 +167,7 @@ class EventDataModule(LightningDataModule):
                     labels=np.asarray(store.labels, dtype=np.int64),
                     splits=np.asarray(store.splits).astype(str),
                     sensor_size=(int(size[0]), int(size[1])),
+                    store_id=store.store_id,
                 )
             finally:
                 store.close()
@@ -250,6 +252,7 @@ class EventDataModule(LightningDataModule):
                 train=train,
                 seed=self.seed,
                 windows_per_recording=self.windows_per_recording,
+                store_id=self.meta.store_id,
             )
 
     def _rank_world(self) -> tuple[int, int]:
