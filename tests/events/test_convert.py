@@ -51,6 +51,9 @@ def fake_io(monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny .npz reader standing in for evssl.events.io.read_events (convert's logic is what is tested here)."""
     monkeypatch.setattr(event_io, "read_events", _read, raising=False)
     monkeypatch.setattr(event_io, "detect_format", _detect, raising=False)
+    # convert streams through iter_events/probe_events when the readers provide them; the fake reads whole
+    monkeypatch.delattr(event_io, "iter_events", raising=False)
+    monkeypatch.delattr(event_io, "probe_events", raising=False)
 
 
 def _assert_same(a: Events, b: Events) -> None:
@@ -68,13 +71,15 @@ def test_labelled_folder(tmp_path: Path, fake_io: None) -> None:
     (root / "cat/README.md").write_text("not events")
     (root / ".cache").mkdir()
     _write_npz(root / ".cache/hidden.npz", 4)
-    out = convert([root], tmp_path / "out" / "store.h5", progress=False, split="train")
+    with pytest.raises(ConvertError, match=r"1 of 4 input file\(s\).*\n.*README\.md: not a recognised event file"):
+        convert([root], tmp_path / "out" / "store.h5", progress=False, split="train")
+    out = convert([root], tmp_path / "out" / "store.h5", progress=False, split="train", skip_unreadable=True)
     s = EventStore(out)
     assert s.classes == ["cat", "dog"]
     assert s.names.tolist() == ["cat/a.npz", "cat/sub/b.npz", "dog/c.npz"]
     assert s.labels.tolist() == [0, 0, 1]
     assert s.splits.tolist() == ["train"] * 3
-    assert s.attrs["skipped_files"] == 1
+    assert s.attrs["skipped_files"] == 1 and s.attrs["skipped"][0][0] == str(root / "cat/README.md")
     for k, name in enumerate(s.names):
         _assert_same(s.events(k), evs[str(name)])
         assert s.info(k).source == str(root / name)
@@ -102,10 +107,10 @@ def test_list_file_and_cli(tmp_path: Path, fake_io: None, capsys: pytest.Capture
     assert s.splits.tolist() == ["val"] * 3
     for k, ev in enumerate((e1, e2, e3)):
         _assert_same(s.events(k), ev)
-    # integer labels keep their value, no class names
+    # integer labels keep their value (class indices), named "0".."K-1" unless a class-names file is given
     lst.write_text(f"{tmp_path / 'rec/one.npz'} 7\nrec/two.npz 3\nrec/three.npz\n")
     s = EventStore(convert([], tmp_path / "ints.h5", list_file=lst, progress=False))
-    assert s.labels.tolist() == [7, 3, -1] and s.classes == []
+    assert s.labels.tolist() == [7, 3, -1] and s.classes == [str(k) for k in range(8)]
     lst.write_text("rec/missing.npz 1\n")
     with pytest.raises(ConvertError, match=r"files\.txt:1.*missing\.npz"):
         convert([], tmp_path / "bad.h5", list_file=lst, progress=False)
@@ -141,7 +146,7 @@ def test_failing_file_names_it_and_writes_nothing(tmp_path: Path, fake_io: None)
     before = out.read_bytes()
     for append in (False, True):
         with pytest.raises(ConvertError, match=r"bad\.npz"):
-            convert([root], out, progress=False, append=append)
+            convert([root], out, progress=False, append=append, overwrite=not append)
         assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "s.h5"]
     with pytest.raises(ConvertError, match=r"nope\.npz"):
