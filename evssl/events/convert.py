@@ -183,7 +183,9 @@ def _resolve_labels(
     ints = [it for it in items if isinstance(it.label, int)]
     names = [it for it in items if isinstance(it.label, str)]
     if ints and names:
-        a, b = (ints[0], names[0]) if len(ints) <= len(names) else (names[0], ints[0])
+        labelled = [it for it in items if it.label is not None]
+        b = labelled[0]
+        a = next(it for it in labelled if isinstance(it.label, int) != isinstance(b.label, int))
         raise ConvertError(
             f"{a.where or a.path}: label {a.label!r} mixes with {b.where or b.path}: label {b.label!r}; use class "
             "indices (integers, optionally with --classes FILE) or class names, not both"
@@ -283,7 +285,12 @@ def _split_list_line(line: str, base: Path) -> tuple[str, str | None]:
 
 
 def read_list_file(list_file: PathLike) -> list[tuple[Path, int | str | None, str]]:
-    """Parse a list file into ``(resolved path, label, name as written)`` entries.
+    """Parse a list file into ``(resolved path, label, name as written)`` entries (see :func:`read_list_entries`)."""
+    return [(p, lab, name) for p, lab, name, _ in read_list_entries(list_file)]
+
+
+def read_list_entries(list_file: PathLike) -> list[tuple[Path, int | str | None, str, int]]:
+    """Parse a list file into ``(resolved path, label, name as written, line number)`` entries.
 
     Lines: ``path label``, ``path`` (unlabelled), ``path<TAB>label`` (the path may contain spaces), or a quoted
     path (``"my file.bin" dog``); a line that is an existing file as a whole is an unlabelled path with spaces.
@@ -308,7 +315,7 @@ def read_list_file(list_file: PathLike) -> list[tuple[Path, int | str | None, st
             path = base / path
         if not path.is_file():
             raise ConvertError(f"{where}: file {rel!r} not found (looked for {path})")
-        out.append((path, label, rel))
+        out.append((path, label, rel, lineno))
     return out
 
 
@@ -414,7 +421,7 @@ def _gather(
             items.append(_Item(s, s.name, lab, f"--labels[{k}] ({s})" if labels is not None else str(s)))
             k += 1
     for lf in lists:
-        items += [_Item(p, name, lab, f"{lf} ({name})") for p, lab, name in read_list_file(lf)]
+        items += [_Item(p, name, lab, f"{lf}:{line} ({name})") for p, lab, name, line in read_list_entries(lf)]
     return items, unrecognised, notes
 
 
@@ -768,6 +775,17 @@ def _check_sensor_size(size: Sequence[Any]) -> tuple[int, int]:
     return vals[0], vals[1]
 
 
+def _size_arg(text: str) -> int:
+    """argparse type of one ``--sensor-size`` value (a usage error, exit 2, when out of range)."""
+    try:
+        f = float(text)
+    except ValueError:
+        f = float("nan")
+    if not f.is_integer() or not 1 <= f <= 32768:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer in 1..32768 (int16 coordinates)")
+    return int(f)
+
+
 def _fixed_classes(classes: Sequence[str] | PathLike | None) -> tuple[list[str] | None, str]:
     if classes is None:
         return None, ""
@@ -810,7 +828,7 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--split", default="", help="split name stored with every recording (train/val/test)")
     parser.add_argument("--pattern", default=None, help="glob selecting files inside folders, e.g. '*.bin'")
     parser.add_argument(
-        "--sensor-size", nargs=2, metavar=("H", "W"), default=None,
+        "--sensor-size", nargs=2, metavar=("H", "W"), default=None, type=_size_arg,
         help="sensor height and width of every file: an event outside it is an error (default: header or inferred)",
     )  # fmt: skip
     classes = parser.add_mutually_exclusive_group()
