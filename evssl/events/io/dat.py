@@ -21,15 +21,20 @@ from __future__ import annotations
 import numpy as np
 
 from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
     PathLike,
     SensorSize,
     build_events,
+    caller_size,
+    choose_size,
     header_dict,
     header_geometry,
+    max_xy,
     parse_percent_header,
     read_bytes,
-    resolve_size,
     source_name,
+    whole_file_opened,
 )
 from evssl.events.schema import EventFormatError, Events
 
@@ -41,10 +46,22 @@ WRAP = 1 << 32
 
 def read_dat(path: PathLike, sensor_size: SensorSize = None) -> Events:
     """Read a Prophesee ``.dat`` CD-event file (see the module doc for layout and sensor-size rule)."""
+    return _read(path, sensor_size)[0]
+
+
+def open_dat(path: PathLike, sensor_size: SensorSize = None, *, chunk_events: int = 1_000_000) -> Opened:
+    """Chunked reading."""
+    ev, inferred = _read(path, sensor_size)
+    return whole_file_opened(ev, inferred, chunk_events)
+
+
+def _read(path: PathLike, sensor_size: SensorSize) -> tuple[Events, bool]:
     src = source_name(path)
+    given = caller_size(sensor_size, src)
     data = read_bytes(path)
     lines, pos = parse_percent_header(data, src)
     hdr = header_dict(lines)
+    stated = header_geometry(hdr, src)
     if "version" in hdr:
         if len(data) < pos + 2:
             raise EventFormatError(src, "event_type", f"file ends at byte {len(data)} inside the event type/size")
@@ -63,6 +80,8 @@ def read_dat(path: PathLike, sensor_size: SensorSize = None) -> Events:
             f"body of {body} bytes is not a multiple of 8: truncated record at byte offset {pos + whole}",
             whole // RECORD_DTYPE.itemsize,
         )
+    if not body:
+        raise EmptyRecordingError(src, "no events: header-only file", given if isinstance(given, tuple) else stated)
     rec = np.frombuffer(data, dtype=RECORD_DTYPE, offset=pos)
     word = rec["data"]
     x = (word & 0x3FFF).astype(np.int64)
@@ -77,5 +96,5 @@ def read_dat(path: PathLike, sensor_size: SensorSize = None) -> Events:
         wrapped = np.diff(t) < -(WRAP // 2)
         if wrapped.any():
             t[1:] += np.cumsum(wrapped, dtype=np.int64) * WRAP
-    size = resolve_size(sensor_size if sensor_size is not None else header_geometry(hdr), x, y, (ATIS_SIZE,), src)
-    return build_events(x, y, t, p, size, src)
+    size, inferred = choose_size(given, stated, max_xy(x, y), (ATIS_SIZE,), src)
+    return build_events(x, y, t, p, size, src), inferred

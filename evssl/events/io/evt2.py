@@ -20,7 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, SensorSize, build_events, resolve_size, source_name
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    build_events,
+    caller_size,
+    choose_size,
+    max_xy,
+    source_name,
+    whole_file_opened,
+)
 from evssl.events.io._prophesee import check_version, raw_words, read_raw_header
 from evssl.events.schema import Events
 
@@ -65,9 +76,22 @@ def decode_evt2(words: np.ndarray, chunk_words: int = CHUNK_WORDS) -> tuple[np.n
 
 def read_evt2(path: PathLike, sensor_size: SensorSize = None) -> Events:
     """Read a Prophesee EVT 2.0 ``.raw`` file (see the module doc for layout and sensor-size rule)."""
+    return _read(path, sensor_size)[0]
+
+
+def open_evt2(path: PathLike, sensor_size: SensorSize = None, *, chunk_events: int = 1_000_000) -> Opened:
+    """Chunked reading."""
+    ev, inferred = _read(path, sensor_size)
+    return whole_file_opened(ev, inferred, chunk_events)
+
+
+def _read(path: PathLike, sensor_size: SensorSize) -> tuple[Events, bool]:
     src = source_name(path)
+    given = caller_size(sensor_size, src)
     header = read_raw_header(path)
     check_version(header, "2.0", src)
     x, y, t, p = decode_evt2(raw_words(path, header, "<u4"))
-    size = resolve_size(sensor_size if sensor_size is not None else header.geometry, x, y, (), src)
-    return build_events(x, y, t, p, size, src)
+    if not len(x):
+        raise EmptyRecordingError(src, "no events", given if isinstance(given, tuple) else header.geometry)
+    size, inferred = choose_size(given, header.geometry, max_xy(x, y), (), src)
+    return build_events(x, y, t, p, size, src), inferred
