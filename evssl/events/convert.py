@@ -114,8 +114,8 @@ class ConvertSummary:
             shown = ", ".join(f"{n} {h}x{w}" for n, (h, w) in self.inferred[:_MAX_LISTED])
             more = f", ... and {len(self.inferred) - _MAX_LISTED} more" if len(self.inferred) > _MAX_LISTED else ""
             out.append(
-                f"note: sensor size inferred from the events (max coordinate + 1) for {len(self.inferred)} "
-                f"recording(s): {shown}{more}; pass --sensor-size H W to fix it"
+                f"note: sensor size inferred from the events (the file does not state it) for {len(self.inferred)} "
+                f"recording(s): {shown}{more}; pass --sensor-size H W to set it"
             )
         if self.removed_stale:
             out.append(f"note: removed stale temporary file(s) of dead writers: {', '.join(self.removed_stale)}")
@@ -450,20 +450,21 @@ def _fallback_chunks(path: Path, format: str | None, chunk: int, read_kw: dict[s
 def _file_chunks(
     path: Path, format: str | None, sensor_size: tuple[int, int] | None, chunk: int, read_kw: dict[str, Any]
 ) -> tuple[Iterator[Events], tuple[int, int] | None]:
-    """The chunk iterator of one event file and, when the size was inferred from the events, that size."""
+    """The chunk iterator of one event file and, when the size was inferred from the events, that size.
+
+    Uses ``evssl.events.io.iter_events`` (bounded memory; its ``probe`` tells whether the size was inferred), else
+    a whole-file read split into chunks.
+    """
     iter_events = getattr(event_io, "iter_events", None)
-    probe = getattr(event_io, "probe_events", None)
     kw = dict(read_kw)
     if sensor_size is not None:
         kw["sensor_size"] = sensor_size
-    if iter_events is None or set(read_kw) - {"sensor_size"}:
+    if iter_events is None:
         return _fallback_chunks(path, format, chunk, kw), None
-    inferred = None
-    if probe is not None and sensor_size is None:
-        _, h, w, was_inferred = probe(path, format=format, **kw)
-        if was_inferred:
-            inferred = (int(h), int(w))
-    return iter(iter_events(path, format=format, chunk_events=chunk, **kw)), inferred
+    chunks = iter_events(path, format=format, chunk_events=chunk, **kw)
+    probe = getattr(chunks, "probe", None)
+    inferred = (int(probe[1]), int(probe[2])) if probe is not None and probe[3] else None
+    return iter(chunks), inferred
 
 
 def _store_chunks(path: Path, i: int, chunk: int) -> Iterator[Events]:
@@ -488,19 +489,23 @@ def _guarded(
     recording of ``empty_size`` (``--sensor-size``; 1x1 when unknown).
     """
     n = 0
-    while True:
-        try:
-            ev = next(chunks)
-        except StopIteration:
-            break
-        except Exception as e:
-            if allow_empty and n == 0 and type(e).__name__ == "EmptyRecordingError":
-                ev = Events.empty(*(empty_size or (1, 1)))
-                yield ev
+    try:
+        while True:
+            try:
+                ev = next(chunks)
+            except StopIteration:
                 break
-            raise _ReadFailure(_describe(e, path)) from e
-        n += len(ev)
-        yield ev
+            except Exception as e:
+                if allow_empty and n == 0 and type(e).__name__ == "EmptyRecordingError":
+                    yield Events.empty(*(empty_size or (1, 1)))
+                    break
+                raise _ReadFailure(_describe(e, path)) from e
+            n += len(ev)
+            yield ev
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # release the file early when the writer stops (a failed chunk, a full disk)
     counter[0] = n
     if n == 0 and not allow_empty:
         raise _ReadFailure(f"{path}: 0 events (an empty recording; pass --allow-empty to keep it)")
@@ -510,7 +515,9 @@ def _describe(e: BaseException, path: Path) -> str:
     text = str(e).strip() or type(e).__name__
     if str(path) not in text:
         text = f"{path}: {text}"
-    if isinstance(e, EventFormatError) or type(e).__name__ == "EmptyRecordingError":
+    if type(e).__name__ == "EmptyRecordingError":
+        return f"{text} (an empty recording; pass --allow-empty to keep it)"
+    if isinstance(e, EventFormatError):
         return text
     return text if isinstance(e, (ConvertError, StoreFormatError)) else f"{text} ({type(e).__name__})"
 

@@ -405,3 +405,26 @@ def test_sensor_size_turns_out_of_range_events_into_errors(tmp_path: Path) -> No
     with pytest.raises(SystemExit) as e:
         main_convert([str(f), "-o", str(tmp_path / "t.h5"), "--sensor-size", "100000", "2"])
     assert e.value.code == 2
+
+
+def test_real_readers_empty_files_and_inferred_sizes(tmp_path: Path) -> None:
+    """Header-only files are refused unless --allow-empty; sizes guessed from the events are reported."""
+    if not hasattr(event_io, "iter_events"):
+        pytest.skip("evssl.events.io.iter_events not available yet")
+    (tmp_path / "header_only.raw").write_bytes(b"% evt 2.0\n% end\n")
+    with pytest.raises(ConvertError, match=r"header_only\.raw: .*no events.*--allow-empty"):
+        convert([tmp_path / "header_only.raw"], tmp_path / "s.h5", progress=False)
+    s = convert_summary([tmp_path / "header_only.raw"], tmp_path / "s.h5", progress=False, allow_empty=True)
+    assert s.recordings == 1 and EventStore(tmp_path / "s.h5").num_events.tolist() == [0]
+    rng = np.random.default_rng(0)
+    x, y, t, p = (
+        rng.integers(0, 30, 40),
+        rng.integers(0, 30, 40),
+        np.sort(rng.integers(0, 1 << 20, 40)),
+        rng.integers(0, 2, 40),
+    )
+    rec = np.stack([x, y, (p << 7) | (t >> 16), (t >> 8) & 0xFF, t & 0xFF], axis=1).astype(np.uint8)
+    (tmp_path / "a.bin").write_bytes(rec.tobytes())
+    s = convert_summary([tmp_path / "a.bin"], tmp_path / "b.h5", progress=False)
+    assert s.inferred == [("a.bin", (34, 34))] and "a.bin 34x34" in s.lines()[0]
+    assert convert_summary([tmp_path / "a.bin"], tmp_path / "c.h5", progress=False, sensor_size=(34, 34)).inferred == []
