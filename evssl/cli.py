@@ -147,6 +147,12 @@ def run_guarded(prog: str, fn: Callable[[], Any], debug: bool | None = None) -> 
             msg = repr(e)
         print(f"{prog}: error: {msg}", file=sys.stderr)
         print("(run with --debug or EVSSL_DEBUG=1 for the traceback)", file=sys.stderr)
+        if getattr(e, "hdf5_failed", False):
+            # HDF5 hit the failed write itself; releasing its handles can crash the library, so leave now
+            # (the writer already removed its temporary file).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         return 1
 
 

@@ -105,7 +105,16 @@ class StoreChangedError(StoreFormatError):
 
 
 class StoreWriteError(OSError):
-    """Writing a store failed (e.g. the disk is full); the message names the store, nothing was written at ``path``."""
+    """Writing a store failed (e.g. the disk is full); the message names the store, nothing was written at ``path``.
+
+    ``hdf5_failed`` is True when HDF5 itself hit the failure (rather than the writer's free-space check before the
+    write); HDF5 may then crash when its handles are released, so a command line should exit right after reporting.
+    """
+
+    hdf5_failed = False
+
+    def __str__(self) -> str:
+        return str(self.strerror if self.strerror is not None else super().__str__())
 
 
 @dataclass(frozen=True)
@@ -368,6 +377,42 @@ def clean_stale_temporaries(path: str | os.PathLike[str]) -> tuple[list[Path], l
     return removed, active
 
 
+#: Free space (and room below a ``ulimit -f`` file-size limit) kept beyond every write: HDF5 must never hit a full
+#: disk itself, since closing a file whose writes failed can crash the library (seen as a segfault at exit).
+_ROOM_MARGIN = 8 << 20
+
+
+def _check_room(tmp_path: Path, nbytes: int, name: Path | None = None) -> None:
+    """Raise :class:`StoreWriteError` (naming ``name``, the store) before a write of ``nbytes`` to ``tmp_path`` that
+    the disk or the file-size limit cannot hold."""
+    need = int(nbytes) + _ROOM_MARGIN
+    try:
+        st = os.statvfs(tmp_path.parent)
+        free = st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        free = None
+    if free is not None and free < need:
+        raise StoreWriteError(
+            errno.ENOSPC,
+            f"{name or tmp_path}: cannot write the store: the disk is full ({free / 1e6:.1f} MB free, a write of up to "
+            f"{nbytes / 1e6:.1f} MB plus {_ROOM_MARGIN >> 20} MB of headroom needed); nothing was written",
+        )
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return
+    if soft != resource.RLIM_INFINITY:
+        size = tmp_path.stat().st_size if tmp_path.exists() else 0
+        if size + need > soft:
+            raise StoreWriteError(
+                errno.EFBIG,
+                f"{name or tmp_path}: cannot write the store: the disk is full or a file size limit was reached "
+                f"(ulimit -f {soft / 1e6:.1f} MB; the store would exceed it); nothing was written",
+            )
+
+
 def _write_error(path: Path, e: BaseException) -> StoreWriteError:
     text = str(e)
     full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -375,10 +420,9 @@ def _write_error(path: Path, e: BaseException) -> StoreWriteError:
         why = "the disk is full (or a file size limit was reached)"
     else:
         why = "the file cannot be written"
-    err = StoreWriteError(
-        f"{path}: cannot write the store: {why} ({type(e).__name__}: {text.splitlines()[0] if text else ''})"
-    )
-    err.errno = getattr(e, "errno", None)
+    first = text.splitlines()[0] if text else ""
+    err = StoreWriteError(getattr(e, "errno", None), f"{path}: cannot write the store: {why} ({first})")
+    err.hdf5_failed = True  # HDF5 itself saw the failure: its handles may not close cleanly
     return err
 
 
@@ -390,10 +434,15 @@ def _check_sorted(where: str, field: str, t: np.ndarray) -> None:
 
 
 class _Appender:
-    """Buffers rows for datasets of equal length and writes them in whole chunks (no partial-chunk rewrites)."""
+    """Buffers rows for datasets of equal length and writes them in whole chunks (no partial-chunk rewrites).
 
-    def __init__(self, datasets: list[h5py.Dataset], chunk: int) -> None:
+    ``before_write(nbytes)`` (optional) is called with the uncompressed size of every write before HDF5 sees it
+    (the writer's free-space check).
+    """
+
+    def __init__(self, datasets: list[h5py.Dataset], chunk: int, before_write: Any = None) -> None:
         self.datasets = datasets
+        self.before_write = before_write
         self.chunk = max(int(chunk), 1)
         self.parts: list[list[np.ndarray]] = [[] for _ in datasets]
         self.written = int(datasets[0].shape[0])
@@ -415,6 +464,8 @@ class _Appender:
         k = end - self.written
         if k <= 0:
             return
+        if self.before_write is not None:
+            self.before_write(sum(k * ds.dtype.itemsize * int(np.prod(ds.shape[1:])) for ds in self.datasets))
         for ds, parts in zip(self.datasets, self.parts):
             data = parts[0] if len(parts) == 1 else np.concatenate(parts)
             ds.resize(end, axis=0)
@@ -555,8 +606,9 @@ class StoreWriter:
                 self._abort()
                 raise
         f = self._f
-        self._events = _Appender([f[f"events/{c}"] for c in FIELDS], f["events/t"].chunks[0])
-        self._ms = _Appender([f["ms_to_idx"]], f["ms_to_idx"].chunks[0])
+        room = self._before_write
+        self._events = _Appender([f[f"events/{c}"] for c in FIELDS], f["events/t"].chunks[0], room)
+        self._ms = _Appender([f["ms_to_idx"]], f["ms_to_idx"].chunks[0], room)
         self._optional: dict[str, _Appender] = {}
 
     # ------------------------------------------------------------------ datasets
@@ -604,8 +656,11 @@ class StoreWriter:
             for n, a in zip(names, rows):
                 if n not in self._f:
                     self._create(n, a.shape[1:], a.dtype, chunk_rows if a.ndim > 1 else max(chunk_rows, 4096))
-            self._optional[key] = _Appender([self._f[n] for n in names], chunk_rows)
+            self._optional[key] = _Appender([self._f[n] for n in names], chunk_rows, self._before_write)
         return self._optional[key]
+
+    def _before_write(self, nbytes: int) -> None:
+        _check_room(self.tmp_path, nbytes, self.path)
 
     # ------------------------------------------------------------------ public API
     def set_classes(self, names: list[str]) -> None:
@@ -826,6 +881,8 @@ class StoreWriter:
                         self._ms.append([n + np.searchsorted(t, bounds, side="left").astype(np.int64)])
                 except OSError as e:
                     self._abort()
+                    if isinstance(e, StoreWriteError):
+                        raise
                     raise _write_error(self.path, e) from e
                 k_done = max(k_done, k_hi + 1)
                 n += len(ev)
