@@ -75,6 +75,14 @@ def read_raw_header(path: PathLike) -> RawHeader:
 
 def raw_words(path: PathLike, header: RawHeader, dtype: str) -> np.ndarray:
     """The body of a ``.raw`` file as little-endian words (memory-mapped; a partial last word is an error)."""
+    n = body_words(path, header, dtype)
+    if n == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=header.body_offset)
+
+
+def body_words(path: PathLike, header: RawHeader, dtype: str) -> int:
+    """The number of ``dtype`` words in the body of a ``.raw`` file (a partial last word is an error)."""
     src = source_name(path)
     with open(path, "rb") as f:
         f.seek(0, 2)
@@ -90,9 +98,7 @@ def raw_words(path: PathLike, header: RawHeader, dtype: str) -> np.ndarray:
             f"{header.body_offset + whole}",
             whole // itemsize,
         )
-    if body == 0:
-        return np.zeros(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=header.body_offset)
+    return body // itemsize
 
 
 def check_version(header: RawHeader, expected: str, source: str) -> None:
