@@ -111,8 +111,12 @@ class ConvertSummary:
             more = f"; ... and {len(self.skipped) - _MAX_LISTED} more" if len(self.skipped) > _MAX_LISTED else ""
             out.append(f"warning: skipped {len(self.skipped)} unreadable file(s): {shown}{more}")
         if self.inferred:
-            shown = ", ".join(f"{n} {h}x{w}" for n, (h, w) in self.inferred[:_MAX_LISTED])
-            more = f", ... and {len(self.inferred) - _MAX_LISTED} more" if len(self.inferred) > _MAX_LISTED else ""
+            by_size: dict[tuple[int, int], list[str]] = {}
+            for n, size in self.inferred:
+                by_size.setdefault(size, []).append(n)
+            sizes = sorted(by_size.items(), key=lambda kv: -len(kv[1]))
+            shown = "; ".join(f"{h}x{w} for {len(names)} (e.g. {names[0]})" for (h, w), names in sizes[:5])
+            more = f"; ... {len(sizes) - 5} more sizes" if len(sizes) > 5 else ""
             out.append(
                 f"note: sensor size inferred from the events (the file does not state it) for {len(self.inferred)} "
                 f"recording(s): {shown}{more}; pass --sensor-size H W to set it"

@@ -426,5 +426,5 @@ def test_real_readers_empty_files_and_inferred_sizes(tmp_path: Path) -> None:
     rec = np.stack([x, y, (p << 7) | (t >> 16), (t >> 8) & 0xFF, t & 0xFF], axis=1).astype(np.uint8)
     (tmp_path / "a.bin").write_bytes(rec.tobytes())
     s = convert_summary([tmp_path / "a.bin"], tmp_path / "b.h5", progress=False)
-    assert s.inferred == [("a.bin", (34, 34))] and "a.bin 34x34" in s.lines()[0]
+    assert s.inferred == [("a.bin", (34, 34))] and "34x34 for 1 (e.g. a.bin)" in s.lines()[0]
     assert convert_summary([tmp_path / "a.bin"], tmp_path / "c.h5", progress=False, sensor_size=(34, 34)).inferred == []
