@@ -720,6 +720,8 @@ def convert_summary(
             try:
                 emb = None
                 inferred = None
+                # evssl's chunked readers validate every chunk they yield; store inputs and the fallback are checked here
+                check = it.recording is not None or getattr(event_io, "iter_events", None) is None
                 if it.recording is not None:
                     chunks: Iterator[Events] = _store_chunks(it.path, it.recording, chunk_read)
                     with EventStore(it.path) as src:
@@ -741,6 +743,7 @@ def convert_summary(
                     source=str(it.path),
                     split=rec_split,
                     embedding=emb,
+                    validate=check,
                 )
             except _ReadFailure as e:
                 failures.append((it.path, _list_hint(it.path, str(e))))

@@ -701,6 +701,7 @@ class StoreWriter:
         pose_t: np.ndarray | None = None,
         intrinsics: np.ndarray | None = None,
         embedding: np.ndarray | None = None,
+        validate: bool = True,
     ) -> int:
         """Append one recording and return its index.
 
@@ -720,6 +721,8 @@ class StoreWriter:
             semantic, flow, depth, dense_t: (D,H,W) uint8, (D,2,H,W) float, (D,H,W) float and their (D,) µs times.
             poses, pose_t: (P,4,4) camera-to-world matrices and their (P,) µs times.
             intrinsics: (3,3) camera matrix. embedding: (E,) float vector (e.g. an image embedding of a frame).
+            validate: check every event (set False only for chunks an evssl reader has validated already; the
+                sensor size, the time order across chunks and the span limit are checked either way).
         """
         self._check_open()
         if not isinstance(name, str):
@@ -730,7 +733,7 @@ class StoreWriter:
             raise EventFormatError(
                 where, "events", f"expected evssl Events (or chunks of them), got {type(events).__name__}"
             )
-        if not streamed:
+        if not streamed and validate:
             events.validate(where)
         try:
             label = int(label)
@@ -784,7 +787,7 @@ class StoreWriter:
         # ---- write
         tab = self._table
         row: dict[str, Any] = {"name": name, "source": str(source), "split": str(split), "label": label}
-        row.update(self._write_events([events] if not streamed else events, where))
+        row.update(self._write_events([events] if not streamed else events, where, validate))
         row["frame_offset"], row["frame_count"] = -1, 0
         if fr is not None and len(fr[0]):
             app = self._appender(["frames/data", "frames/t"], list(fr), 1)
@@ -820,7 +823,7 @@ class StoreWriter:
             tab[c].append(v)
         return len(tab["name"]) - 1
 
-    def _write_events(self, chunks: Iterable[Events], where: str) -> dict[str, int]:
+    def _write_events(self, chunks: Iterable[Events], where: str, validate: bool = True) -> dict[str, int]:
         """Append a recording's events chunk by chunk and build its ms index incrementally; the table row fields.
 
         Millisecond index, streamed: with ``t_first`` the first timestamp, entry ``k`` is the first index with
@@ -853,7 +856,8 @@ class StoreWriter:
                         "sensor_size",
                         f"chunk at event {n} has size {ev.height}x{ev.width}, earlier {size[0]}x{size[1]}",
                     )
-                ev.validate(where if not n else f"{where} (chunk starting at event {n})")
+                if validate:
+                    ev.validate(where if not n else f"{where} (chunk starting at event {n})")
                 if not len(ev):
                     continue
                 t = ev.t
