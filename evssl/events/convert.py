@@ -720,7 +720,7 @@ def convert_summary(
             try:
                 emb = None
                 inferred = None
-                # evssl's chunked readers validate every chunk they yield; store inputs and the fallback are checked here
+                # evssl's chunked readers validate every chunk; store inputs and the fallback are checked here
                 check = it.recording is not None or getattr(event_io, "iter_events", None) is None
                 if it.recording is not None:
                     chunks: Iterator[Events] = _store_chunks(it.path, it.recording, chunk_read)
