@@ -14,19 +14,25 @@ Layout (all arrays 1-D along the first axis, chunked, resizable; ``R`` recording
     /poses/{matrix,t}        optional (P,4,4) float64 camera-to-world + (P,) int64 µs
     /intrinsics              optional (N,3,3) float64, one row per recording that has one
     /embedding               optional (N,E) float32, one row per recording that has one
-    attrs: format, version, num_recordings, classes (JSON list), attrs (JSON dict)
+    attrs: format, version, num_recordings, classes (JSON list), attrs (JSON dict), store_id (random hex, new for
+           every writer session; readers check it on every reopen, see :class:`EventStore`)
 
 Millisecond index: for a recording with first timestamp ``t_first``, entry ``k`` is the first local event index
 with ``t >= t_first + 1000 * k`` (``k = 0 .. (t_last - t_first) // 1000 + 1``; see
 :func:`evssl.events.slicing.ms_index`). :meth:`EventStore.window` reads two entries and binary-searches inside at
 most one millisecond of events, so a window costs O(1) in the recording length (plus the events it returns). The
-index costs 8 bytes per millisecond of recording before compression (sparse gaps compress to almost nothing).
+index costs 8 bytes per millisecond of recording before compression (sparse gaps compress to almost nothing). The
+writer builds it incrementally from streamed chunks in pieces of bounded size (memory never grows with the span) and
+refuses recordings spanning more than ``max_span_us`` (24 h by default: longer is almost always a corrupt timestamp).
+Readers validate the table and the index against the columns when a store is opened.
 
 Compression: ``hdf5plugin.Blosc(cname="zstd")`` by default, byte-shuffle for ``t`` (sorted int64) and bit-shuffle
 for ``x``, ``y``, ``p``. ``hdf5plugin`` is imported here, so any code that opens a store has the filters registered.
 
 Writing is atomic: :class:`StoreWriter` writes ``<path>.tmp-<pid>``, fsyncs it and ``os.replace``-s it onto
 ``path``; an exception inside ``with StoreWriter(...)`` removes the temporary file and leaves ``path`` untouched.
+Temporary files of dead writers are removed by the next writer of ``path``; before every write the writer checks
+the free space and the file-size limit, so a full disk is a :class:`StoreWriteError`, not a crash inside HDF5.
 """
 
 from __future__ import annotations
