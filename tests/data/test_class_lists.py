@@ -35,3 +35,17 @@ def test_checkpoint_class_list_must_match_the_store(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"test\.h5 has class 'digit_7' at index 1 where the checkpoint's training"):
         other.load_state_dict(state)
     other.load_state_dict({})  # checkpoints written before the class list was saved
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_datamodule_set_up_before_a_replacement_refuses_the_new_file(tmp_path: Path, workers: int) -> None:
+    """Issue 13 §2: batches never come from a file that replaced the one the splits were read from."""
+    from evssl.events.io.store import StoreChangedError
+
+    path = _store(tmp_path / "s.h5", ["a", "b", "c", "d"])
+    dm = EventDataModule(source=str(path), batch_size=2, num_workers=workers, persistent_workers=False,
+                         train_split="test", val_split=None, test_split=None, drop_last=False)  # fmt: skip
+    dm.setup("fit")
+    _store(tmp_path / "s.h5", ["a", "b"])  # re-converted in between: fewer recordings
+    with pytest.raises(StoreChangedError, match=r"s\.h5: the file was replaced"):
+        next(iter(dm.train_dataloader()))
