@@ -419,7 +419,6 @@ def _gather(
             if labels is not None:
                 raise ConvertError(f"{s}: a store input keeps its own labels; --labels applies to event files")
             items += _store_items(s, f"{s.stem}/" if len(srcs) > 1 else "")
-            k += 0
         else:
             lab = None if labels is None else parse_label(labels[k], f"--labels[{k}] ({s})")
             items.append(_Item(s, s.name, lab, f"--labels[{k}] ({s})" if labels is not None else str(s)))
@@ -471,13 +470,12 @@ def _file_chunks(
     return iter(chunks), inferred
 
 
-def _store_chunks(path: Path, i: int, chunk: int) -> Iterator[Events]:
-    with EventStore(path) as store:
-        n = int(store.num_events[i])
-        if n == 0:
-            yield store.events(i, 0, 0)
-        for a in range(0, n, chunk):
-            yield store.events(i, a, min(a + chunk, n))
+def _store_chunks(store: EventStore, i: int, chunk: int) -> Iterator[Events]:
+    n = int(store.num_events[i])
+    if n == 0:
+        yield store.events(i, 0, 0)
+    for a in range(0, n, chunk):
+        yield store.events(i, a, min(a + chunk, n))
 
 
 def _guarded(
@@ -709,6 +707,7 @@ def convert_summary(
         out, append=append, compression=compression, clevel=clevel, chunk_events=chunk_events, max_span_us=max_span_us
     )
     summary.removed_stale = [str(p) for p in writer.removed_stale]
+    open_stores: dict[Path, EventStore] = {}  # the store input being copied (opened once, not per recording)
     try:
         if class_list:
             writer.set_classes(class_list)
@@ -723,9 +722,14 @@ def convert_summary(
                 # evssl's chunked readers validate every chunk; store inputs and the fallback are checked here
                 check = it.recording is not None or getattr(event_io, "iter_events", None) is None
                 if it.recording is not None:
-                    chunks: Iterator[Events] = _store_chunks(it.path, it.recording, chunk_read)
-                    with EventStore(it.path) as src:
-                        emb = src.embedding(it.recording)
+                    if it.path not in open_stores:
+                        for old_store in open_stores.values():
+                            old_store.close()
+                        open_stores.clear()
+                        open_stores[it.path] = EventStore(it.path)
+                    src = open_stores[it.path]
+                    chunks: Iterator[Events] = _store_chunks(src, it.recording, chunk_read)
+                    emb = src.embedding(it.recording)
                 else:
                     try:
                         chunks, inferred = _file_chunks(it.path, format, sensor_size, chunk_read, read_kw)
@@ -770,6 +774,9 @@ def convert_summary(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        for src in open_stores.values():
+            src.close()
     summary.recordings, summary.events, summary.classes = n_recordings, n_events, class_list
     return summary
 
