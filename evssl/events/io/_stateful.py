@@ -78,25 +78,25 @@ class Source:
     def itemsize(self) -> int:
         return np.dtype(self.dtype).itemsize * self.cols
 
-    def _shape(self, n: int) -> tuple[int, ...]:
-        return (n,) if self.cols == 1 else (n, self.cols)
-
     def array(self) -> np.ndarray:
-        """All items, memory-mapped (a plain ndarray view: numba does not take the ``np.memmap`` subclass)."""
+        """All items as one flat array (``cols`` words per item), memory-mapped (a plain ndarray view: numba does
+        not take the ``np.memmap`` subclass)."""
         if not self.length:
-            return np.zeros(self._shape(0), self.dtype)
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.body_offset, shape=self._shape(self.length))
+            return np.zeros(0, self.dtype)
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.body_offset, shape=(self.length * self.cols,))
         return mm.view(np.ndarray)
 
-    def blocks(self, items: int = BLOCK_ITEMS) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first item index, items)`` for successive blocks; the array is reused between blocks."""
-        buf = np.empty(self._shape(min(items, max(self.length, 1))), self.dtype)
+    def blocks(self, items: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first item index, flat words of the items)`` for successive blocks (:data:`BLOCK_ITEMS` items each
+        unless ``items`` is given); the buffer is reused."""
+        per = min(items or BLOCK_ITEMS, max(self.length, 1))
+        buf = np.empty(per * self.cols, self.dtype)
         with open(self.path, "rb") as f:
             f.seek(self.body_offset)
             start = 0
             while start < self.length:
-                n = min(len(buf), self.length - start)
-                view = buf[:n]
+                n = min(per, self.length - start)
+                view = buf[: n * self.cols]
                 got = f.readinto(memoryview(view).cast("B"))
                 if got != n * self.itemsize:
                     raise EventFormatError(self.src, "word", f"file changed while reading (short read at item {start})")
@@ -227,7 +227,8 @@ def _run_blocks(
     filled = total = 0
     for pos0, block in source.blocks():
         pos = 0
-        while pos < len(block) or _pending(spec, state, k):
+        items = len(block) // source.cols
+        while pos < items or _pending(spec, state, k):
             pos, n = kernel(block, pos, *(b[filled:] for b in bufs), state, width, height, err)
             if err[0]:
                 raise_error(spec, err, source, size, total + filled, pos0)
@@ -238,7 +239,7 @@ def _run_blocks(
                 filled = 0
                 if keep:
                     bufs = _buffers(chunk_events)
-            elif n == 0 and pos >= len(block):
+            elif n == 0 and pos >= items:
                 break
     if filled or not total:
         yield bufs, filled
