@@ -45,7 +45,7 @@ from evssl.events.io._common import (
     read_bytes,
     source_name,
 )
-from evssl.events.io._stateful import fallback_open, kernels
+from evssl.events.io._stateful import MaxXY, fallback_open, kernels
 from evssl.events.schema import EventFormatError, Events
 
 MAGIC = b"#!AER-DAT4.0\r\n"
@@ -286,12 +286,14 @@ def _copy_error(err: np.ndarray, src: str, index: int, packet: int, size: tuple[
 class _Copier:
     """Copies packet structs into schema columns with the numba kernel, checking every event."""
 
-    def __init__(self, src: str, size: tuple[int, int] | None) -> None:
+    def __init__(self, src: str, size: tuple[int, int] | None, track_max: bool = True) -> None:
         from evssl.events.io import _kernels as k
 
         self.k, self.src, self.size = k, src, size
         self.width, self.height = (size[1], size[0]) if size is not None else (k.BIG, k.BIG)
-        self.state = np.array([np.iinfo(np.int64).min, -1, -1], np.int64)
+        self.state = np.array([np.iinfo(np.int64).min], np.int64)
+        self.max = MaxXY()
+        self.track_max = track_max and size is None
         self.err = np.zeros(5, np.int64)
         self.count = 0  # events copied so far (for error indices)
 
@@ -312,11 +314,13 @@ class _Copier:
         if self.err[0]:
             _copy_error(self.err, self.src, self.count + int(self.err[1]), packet, self.size)
         self.count += n
+        if self.track_max:  # the size will be inferred from the largest coordinates
+            self.max.update(out[0][at : at + n], out[1][at : at + n])
         return n
 
     @property
     def max_xy(self) -> tuple[int, int] | None:
-        return (int(self.state[1]), int(self.state[2])) if self.state[1] >= 0 else None
+        return self.max.value
 
 
 def read_aedat4(path: PathLike, sensor_size: SensorSize = None, *, stream_id: int | None = None) -> Events:
@@ -405,12 +409,12 @@ def _read(path: PathLike, sensor_size: SensorSize, stream_id: int | None) -> tup
     if kernels() is None:
         return _read_numpy(np.concatenate([ev for ev, _ in packets]), given, stated, src)
     bound = given if isinstance(given, tuple) else (stated if given is None else None)
-    copier = _Copier(src, bound)
+    copier = _Copier(src, bound, track_max=False)
     out = tuple(np.empty(total, d) for d in _DTYPES)
     at = 0
     for ev, off in packets:
         at += copier.copy(ev, 0, out, at, off)
-    size, inferred = choose_size(given, stated, copier.max_xy, (), src)
+    size, inferred = choose_size(given, stated, max_xy(out[0], out[1]) if bound is None else None, (), src)
     return Events(*out, size[0], size[1]), inferred
 
 

@@ -50,7 +50,7 @@ CD_TYPES = (0, 12)
 WRAP = 1 << 32
 
 
-SPEC = Spec("dat", "dat_decode", "dat_state", "DAT_MAX_X", "DAT_MAX_Y")
+SPEC = Spec("dat", "dat_decode", "dat_state")
 EMPTY = "header-only file"
 
 
