@@ -64,25 +64,27 @@ def evt2_decode(
     last_t = state[E2_LAST_T]
     dropped = state[E2_DROPPED]
     first_dropped = state[E2_FIRST_DROPPED]
-    cap = len(ox)
-    nw = len(words)
-    n = 0
+    one = np.uint64(1)
+    cap = np.uint64(len(ox))
+    nw = np.uint64(len(words))
+    i = np.uint64(pos)  # unsigned positions: no negative-index wrap-around code in the loop
+    n = np.uint64(0)
     half = np.int64(1) << 27
-    while pos < nw and n < cap:
-        w = np.int64(words[pos])
+    while i < nw and n < cap:
+        w = np.int64(words[i])
         typ = w >> 28
         if typ <= 1:
             if high < 0:
                 dropped += 1
                 if first_dropped < 0:
-                    first_dropped = pos
+                    first_dropped = np.int64(i)
             else:
                 t = (high << 6) | ((w >> 22) & 0x3F)
                 x = (w >> 11) & 0x7FF
                 y = w & 0x7FF
                 if (t < last_t) | (x >= width) | (y >= height):
-                    err[1] = n
-                    err[2] = pos
+                    err[1] = np.int64(n)
+                    err[2] = np.int64(i)
                     if t < last_t:
                         err[0] = 1
                         err[3] = last_t
@@ -98,7 +100,7 @@ def evt2_decode(
                 oy[n] = y
                 ot[n] = t
                 op[n] = 2 * typ - 1
-                n += 1
+                n += one
                 last_t = t
         elif typ == 8:
             raw = w & 0x0FFFFFFF
@@ -106,14 +108,15 @@ def evt2_decode(
                 wraps += 1
             high = raw + (wraps << 28)
             last_raw = raw
-        pos += 1
+        i += one
+    pos = np.int64(i)
     state[E2_HIGH] = high
     state[E2_LAST_RAW] = last_raw
     state[E2_WRAPS] = wraps
     state[E2_LAST_T] = last_t
     state[E2_DROPPED] = dropped
     state[E2_FIRST_DROPPED] = first_dropped
-    return pos, n
+    return pos, np.int64(n)
 
 
 # ------------------------------------------------------------------------------------------------------ EVT 3.0
@@ -181,11 +184,13 @@ def evt3_decode(
     pending = state[E3_PENDING]
     dropped = state[E3_DROPPED]
     first_dropped = state[E3_FIRST_DROPPED]
-    cap = len(ox)
-    nw = len(words)
-    n = 0
-    while pos < nw and n < cap:
-        w = np.int64(words[pos])
+    one = np.uint64(1)
+    cap = np.uint64(len(ox))
+    nw = np.uint64(len(words))
+    i = np.uint64(pos)  # unsigned positions: no negative-index wrap-around code in the loop
+    n = np.uint64(0)
+    while i < nw and n < cap:
+        w = np.int64(words[i])
         typ = w >> 12
         val = w & 0xFFF
         if typ == 4 or typ == 5:  # VECT_12 / VECT_8
@@ -197,7 +202,7 @@ def evt3_decode(
                 if mask != 0:
                     dropped += 1
                     if first_dropped < 0:
-                        first_dropped = pos
+                        first_dropped = np.int64(i)
             elif mask != 0:
                 if time < last_t or y >= height or base_x + 11 >= width:
                     # slow path: find the first bad event exactly
@@ -206,19 +211,19 @@ def evt3_decode(
                         if (mask >> k) & 1:
                             x = base_x + k
                             if time < last_t or y >= height or x >= width:
-                                _evt3_error(err, n, pos, time, last_t, x, y, width, height)
+                                _evt3_error(err, np.int64(n), np.int64(i), time, last_t, x, y, width, height)
                                 break
                         k += 1
                     if err[0] != 0:
                         break
                 left = 0
-                if cap - n >= 12:  # branch-free: write all lanes, advance by the bit
+                if cap - n >= np.uint64(12):  # branch-free: write all lanes, advance by the bit
                     for k in range(12):
                         ox[n] = base_x + k
                         oy[n] = y
                         ot[n] = time
                         op[n] = pol
-                        n += (mask >> k) & 1
+                        n += np.uint64((mask >> k) & 1)
                 else:  # near the end of the buffer: bit by bit, keep what does not fit
                     k = 0
                     while k < size:
@@ -230,7 +235,7 @@ def evt3_decode(
                             oy[n] = y
                             ot[n] = time
                             op[n] = pol
-                            n += 1
+                            n += one
                         k += 1
                 last_t = time
                 if left != 0:
@@ -242,17 +247,17 @@ def evt3_decode(
             if time < 0 or y < 0:
                 dropped += 1
                 if first_dropped < 0:
-                    first_dropped = pos
+                    first_dropped = np.int64(i)
             else:
                 x = val & 0x7FF
                 if time < last_t or y >= height or x >= width:
-                    _evt3_error(err, n, pos, time, last_t, x, y, width, height)
+                    _evt3_error(err, np.int64(n), np.int64(i), time, last_t, x, y, width, height)
                     break
                 ox[n] = x
                 oy[n] = y
                 ot[n] = time
                 op[n] = 2 * (val >> 11) - 1
-                n += 1
+                n += one
                 last_t = time
         elif typ == 0:  # ADDR_Y
             y = val & 0x7FF
@@ -268,7 +273,8 @@ def evt3_decode(
             high = val + (wraps << 12)
             last_raw = val
             time = high << 12
-        pos += 1
+        i += one
+    pos = np.int64(i)
     state[E3_Y] = y
     state[E3_BASE_X] = base_x
     state[E3_POL] = pol
@@ -280,7 +286,7 @@ def evt3_decode(
     state[E3_PENDING] = pending
     state[E3_DROPPED] = dropped
     state[E3_FIRST_DROPPED] = first_dropped
-    return pos, n
+    return pos, np.int64(n)
 
 
 # ------------------------------------------------------------------------------------------------------ .dat
@@ -310,11 +316,13 @@ def dat_decode(
     last_t = state[DAT_LAST_T]
     count = min(len(rec) // 2 - pos, len(ox))
     half = np.int64(1) << 31
-    n = 0
-    for i in range(count):  # one event per record
-        r = 2 * (pos + i)
+    one = np.uint64(1)
+    base = np.uint64(2 * pos)
+    n = np.uint64(0)
+    for i in range(np.uint64(count)):  # one event per record; unsigned positions (no wrap-around code)
+        r = base + i + i
         raw = np.int64(rec[r])
-        d = np.int64(rec[r + 1])
+        d = np.int64(rec[r + one])
         if raw - last_raw < -half and last_raw >= 0:
             wrap += np.int64(1) << 32
         last_raw = raw
@@ -323,8 +331,8 @@ def dat_decode(
         y = (d >> 14) & 0x3FFF
         p = d >> 28
         if (p > 1) | (t < last_t) | (x >= width) | (y >= height):
-            err[1] = i
-            err[2] = pos + i
+            err[1] = np.int64(i)
+            err[2] = pos + np.int64(i)
             if p > 1:
                 err[0] = 4
                 err[3] = p
@@ -344,11 +352,11 @@ def dat_decode(
         ot[i] = t
         op[i] = 2 * p - 1
         last_t = t
-        n = i + 1
+        n += one
     state[DAT_LAST_RAW] = last_raw
     state[DAT_WRAPS] = wrap >> 32
     state[DAT_LAST_T] = last_t
-    return pos + n, n
+    return pos + np.int64(n), np.int64(n)
 
 
 # ------------------------------------------------------------------------------------------------------ AEDAT 4.0
@@ -375,17 +383,19 @@ def aedat4_copy(
     ``ERR_X``/``ERR_Y`` with ``b = 1``: negative coordinate).
     """
     last_t = state[0]
-    cap = len(ox)
-    ne = len(t)
-    n = 0
-    while pos < ne and n < cap:
-        tt = np.int64(t[pos])
-        xx = np.int64(x[pos])
-        yy = np.int64(y[pos])
-        pp = np.int64(p[pos])
-        if pp > 1 or xx < 0 or yy < 0 or tt < last_t or xx >= width or yy >= height:
-            err[1] = n
-            err[2] = pos
+    one = np.uint64(1)
+    cap = np.uint64(len(ox))
+    ne = np.uint64(len(t))
+    i = np.uint64(pos)
+    n = np.uint64(0)
+    while i < ne and n < cap:
+        tt = np.int64(t[i])
+        xx = np.int64(x[i])
+        yy = np.int64(y[i])
+        pp = np.int64(p[i])
+        if (pp > 1) | (xx < 0) | (yy < 0) | (tt < last_t) | (xx >= width) | (yy >= height):
+            err[1] = np.int64(n)
+            err[2] = np.int64(i)
             if pp > 1:
                 err[0] = 4
                 err[3] = pp
@@ -408,8 +418,9 @@ def aedat4_copy(
         oy[n] = yy
         ot[n] = tt
         op[n] = 2 * pp - 1
-        n += 1
+        n += one
         last_t = tt
-        pos += 1
+        i += one
+    pos = np.int64(i)
     state[0] = last_t
-    return pos, n
+    return pos, np.int64(n)

@@ -45,7 +45,7 @@ from evssl.events.io._common import (
     read_bytes,
     source_name,
 )
-from evssl.events.io._stateful import MaxXY, fallback_open, kernels
+from evssl.events.io._stateful import MaxXY, buffers, fallback_open, kernels
 from evssl.events.schema import EventFormatError, Events
 
 MAGIC = b"#!AER-DAT4.0\r\n"
@@ -348,7 +348,7 @@ def open_aedat4(
     inferred = False
     if bound is None:
         copier = _Copier(src, None)
-        scratch = tuple(np.empty(1 << 16, d) for d in _DTYPES)
+        scratch = buffers(1 << 16)
         for ev, off in _file_packets(path, lay):
             start = 0
             while start < len(ev):
@@ -361,7 +361,7 @@ def open_aedat4(
 
     def chunks() -> Iterator[Events]:
         copier = _Copier(src, size)
-        out = tuple(np.empty(chunk_events, d) for d in _DTYPES)
+        out = buffers(chunk_events)
         filled = 0
         for ev, off in _file_packets(path, lay):
             start = 0
@@ -371,7 +371,7 @@ def open_aedat4(
                 filled += n
                 if filled == chunk_events:
                     yield Events(*out, size[0], size[1])
-                    out = tuple(np.empty(chunk_events, d) for d in _DTYPES)
+                    out = buffers(chunk_events)
                     filled = 0
         if filled:
             yield Events(*(o[:filled] for o in out), size[0], size[1])
@@ -379,9 +379,6 @@ def open_aedat4(
             raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", bound)
 
     return Opened(size, inferred, chunks())
-
-
-_DTYPES = (np.int16, np.int16, np.int64, np.int8)  # x, y, t, p as the kernel takes them
 
 
 def _file_packets(path: PathLike, lay: _Layout) -> Iterator[tuple[np.ndarray, int]]:
@@ -410,7 +407,7 @@ def _read(path: PathLike, sensor_size: SensorSize, stream_id: int | None) -> tup
         return _read_numpy(np.concatenate([ev for ev, _ in packets]), given, stated, src)
     bound = given if isinstance(given, tuple) else (stated if given is None else None)
     copier = _Copier(src, bound, track_max=False)
-    out = tuple(np.empty(total, d) for d in _DTYPES)
+    out = buffers(total)
     at = 0
     for ev, off in packets:
         at += copier.copy(ev, 0, out, at, off)

@@ -207,4 +207,4 @@ def test_chunked_reads_hold_memory_bounded_by_the_chunk(tmp_path, monkeypatch):
         whole_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert n == len(whole) == len(ev)
-        assert peak < 1_000_000 and whole_peak > 2_500_000, (path.name, peak, whole_peak)  # 15 bytes / event whole
+        assert peak < 1_000_000 and whole_peak > 2_500_000, (path.name, peak, whole_peak)  # 13 bytes / event whole
