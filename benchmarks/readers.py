@@ -10,11 +10,13 @@ re-compressed as LZ4 frames (other streams and the trailing table dropped). The 
 
 Each reader produces the whole recording in memory: evssl ``read_events(path)`` (format detection, header, decode,
 validation: schema columns x/y int16, t int64, p int8), expelliarmus ``Wizard(encoding).read(path)`` (one structured
-array), aedat ``Decoder(path)`` iterated with the ``events`` arrays of all packets concatenated. Time = best of
-``--repeats`` runs after one warm-up run (which also loads evssl's compiled numba kernels from the disk cache); the
-table gives M events/s and the same-run ratio evssl / peer. ``--before DIR`` also times the evssl package found in
-DIR (e.g. an export of the commit before this change: ``git archive <commit> evssl | tar -x -C DIR``) in a
-subprocess of the same run, and checks that both produce identical events (SHA-1 of the columns and sensor size).
+array), aedat ``Decoder(path)`` iterated with the ``events`` arrays of all packets concatenated. evssl and the peer
+are timed in interleaved rounds (A B A B ...) after one warm-up call each (page cache; evssl's numba kernels load
+from the disk cache), so the load of a shared machine falls on both alike; time = the best round, ``--repeats``
+rounds for the 10M files and 10x as many for the 1M files. The table gives M events/s and same-run ratios.
+``--before DIR`` also times the evssl package found in DIR (an export of the commit before the change:
+``git archive <commit> evssl | tar -x -C DIR``) in a subprocess of the same run and checks that both produce
+identical events (SHA-1 of the columns and the sensor size).
 
     python benchmarks/readers.py --before /tmp/evssl-before          # ~2 CPU-minutes, ~1 GB in /tmp
     python benchmarks/readers.py --sizes 1000000 --repeats 5
@@ -127,7 +129,7 @@ def _build_aedat4(data: bytes, reps: int) -> bytes:
             r = bytearray(raw)
             ev = _aedat4_events_view(r)
             ev["t"] += k * (t1 - t0 + 1)
-            comp_bytes = lz4.frame.compress(bytes(r))
+            comp_bytes = lz4.frame.compress(bytes(r), store_size=False)  # as DV writes them: no content size
             out.append(struct.pack("<ii", sid, len(comp_bytes)) + comp_bytes)
     return b"".join(out)
 
@@ -198,6 +200,12 @@ def best_times(readers: list[Any], repeats: int) -> list[tuple[float, int]]:
     return list(zip(best, counts))
 
 
+def rounds_for(kind: str, size: int, repeats: int) -> int:
+    """Timing rounds: ``repeats`` for ~10M events, proportionally more (at most 40) for smaller files."""
+    n = SOURCE_EVENTS[kind] * math.ceil(size / SOURCE_EVENTS[kind])
+    return min(repeats * max(1, 10_000_000 // n), 40)
+
+
 def digest(path: Path) -> str:
     """SHA-1 of evssl's decode (columns and sensor size) of ``path``."""
     from evssl.events.io import read_events
@@ -210,14 +218,18 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def time_evssl(path: Path, repeats: int) -> dict[str, Any]:
-    ((seconds, n),) = best_times([evssl_reader(path)], repeats)
+def time_evssl(path: Path, rounds: int) -> dict[str, Any]:
+    ((seconds, n),) = best_times([evssl_reader(path)], rounds)
     return {"seconds": seconds, "events": n, "sha1": digest(path)}
 
 
 def worker(files: list[str], repeats: int) -> None:
-    """Subprocess mode: time the evssl importable here on ``files``; print JSON."""
-    print(json.dumps({f: time_evssl(Path(f), repeats) for f in files}))
+    """Subprocess mode: time the evssl importable here on ``files`` (named ``<kind>_<size>.<ext>``); print JSON."""
+    out = {}
+    for f in files:
+        kind, size = Path(f).stem.split("_")
+        out[f] = time_evssl(Path(f), rounds_for(kind, int(size), repeats))
+    print(json.dumps(out))
 
 
 def main() -> None:
@@ -240,18 +252,19 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--repeats", str(args.repeats), "--worker", *map(str, files.values())]
         before = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
     rows = []
-    for (kind, _), path in files.items():
+    for (kind, size), path in files.items():
         readers = [evssl_reader(path)]
         peer_read = peer_reader(path, kind)
         if peer_read is not None:
             readers.append(peer_read)
-        timed = best_times(readers, args.repeats)
+        timed = best_times(readers, rounds_for(kind, size, args.repeats))
         ours = {"seconds": timed[0][0], "events": timed[0][1], "sha1": digest(path)}
         peer = {"seconds": timed[1][0], "events": timed[1][1]} if peer_read is not None else None
         rows.append((kind, ours, peer, before.get(str(path))))
     peer_name = {"aedat4": "aedat"}
     load = os.getloadavg()[0]
-    print(f"best of {args.repeats} interleaved runs; load average {load:.2f} on {os.cpu_count()} CPUs; {args.workdir}")
+    rounds = f"{args.repeats} (10M) / ~{args.repeats * 9} (1M)"
+    print(f"best of {rounds} interleaved rounds; load average {load:.2f} on {os.cpu_count()} CPUs")
     print(
         f"{'format':<7} {'events':>11} {'before':>8} {'evssl':>8} {'peer':>13} {'peer M/s':>9} "
         f"{'before/peer':>11} {'evssl/peer':>10} {'evssl/before':>12} {'same':>5}"

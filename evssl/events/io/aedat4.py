@@ -392,20 +392,68 @@ def _file_packets(path: PathLike, lay: _Layout) -> Iterator[tuple[np.ndarray, in
         yield from _packets(lay, fetch)
 
 
+LZ4_FRAME_MAGIC = 0x184D2204
+
+
+def _capacity(lay: _Layout, data: memoryview) -> int | None:
+    """An upper bound on the events of the stream from the packet headers alone, or None when it cannot be had.
+
+    Uncompressed packets hold at most size / 16 events; LZ4 frames whose header states the content size hold at most
+    content size / 16. Anything unusual (no content size, Zstd, a malformed packet) gives None: the caller then
+    decompresses first and counts (the main pass reports malformed packets).
+    """
+    if lay.compression not in (0, 1, 2):
+        return None
+    total = 0
+    pos = lay.first
+    while pos + 8 <= lay.end:
+        sid, size = struct.unpack_from("<ii", data, pos)
+        if size < 0 or pos + 8 + size > lay.end:
+            return None
+        if sid == lay.stream.stream_id:
+            if lay.compression == 0:
+                total += size // EVENT_DTYPE.itemsize
+            else:
+                if size < 14:
+                    return None
+                magic, flg = struct.unpack_from("<IB", data, pos + 8)
+                if magic != LZ4_FRAME_MAGIC or not flg & 0x08:  # no content size in the frame header
+                    return None
+                (content,) = struct.unpack_from("<Q", data, pos + 14)
+                total += content // EVENT_DTYPE.itemsize
+        pos += 8 + size
+    return total
+
+
 def _read(path: PathLike, sensor_size: SensorSize, stream_id: int | None) -> tuple[Events, bool]:
     src = source_name(path)
     given = caller_size(sensor_size, src)
     lay = _layout(path, stream_id)
     data = memoryview(read_bytes(path))
+    stated = lay.stream.size
+    bound = given if isinstance(given, tuple) else (stated if given is None else None)
+    capacity = _capacity(lay, data) if kernels() is not None else None
+    if capacity is not None:  # one pass: decompress a packet, copy it while it is in cache, drop it
+        copier = _Copier(src, bound, track_max=False)
+        out = buffers(capacity)
+        at = 0
+        for ev, off in _packets(lay, lambda pos, n: data[pos : pos + n]):
+            if at + len(ev) > capacity:
+                raise EventFormatError(src, "elements", f"packet at byte {off} holds more events than its frame size")
+            at += copier.copy(ev, 0, out, at, off)
+        if not at:
+            stated = given if isinstance(given, tuple) else stated
+            raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", stated)
+        cols = tuple(c[:at] for c in out)
+        size, inferred = choose_size(given, stated, max_xy(cols[0], cols[1]) if bound is None else None, (), src)
+        return Events(*cols, size[0], size[1]), inferred
     packets = list(_packets(lay, lambda pos, n: data[pos : pos + n]))
     total = sum(len(ev) for ev, _ in packets)
-    stated = lay.stream.size
     if not total:
         stated = given if isinstance(given, tuple) else stated
         raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", stated)
     if kernels() is None:
         return _read_numpy(np.concatenate([ev for ev, _ in packets]), given, stated, src)
-    bound = given if isinstance(given, tuple) else (stated if given is None else None)
     copier = _Copier(src, bound, track_max=False)
     out = buffers(total)
     at = 0
