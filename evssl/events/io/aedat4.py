@@ -447,20 +447,43 @@ def _read(path: PathLike, sensor_size: SensorSize, stream_id: int | None) -> tup
         cols = tuple(c[:at] for c in out)
         size, inferred = choose_size(given, stated, max_xy(cols[0], cols[1]) if bound is None else None, (), src)
         return Events(*cols, size[0], size[1]), inferred
-    packets = list(_packets(lay, lambda pos, n: data[pos : pos + n]))
-    total = sum(len(ev) for ev, _ in packets)
+    if kernels() is None:
+        packets = [ev for ev, _ in _packets(lay, lambda pos, n: data[pos : pos + n])]
+        if not packets:
+            stated = given if isinstance(given, tuple) else stated
+            raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", stated)
+        return _read_numpy(np.concatenate(packets), given, stated, src)
+    # the count is unknown: decompress and copy packet by packet into parts, then join them (one more copy of the
+    # columns, but no decompressed file held in memory and every packet copied while it is in cache)
+    copier = _Copier(src, bound, track_max=False)
+    parts: list[tuple[np.ndarray, ...]] = []
+    out = buffers(PART_EVENTS)
+    at = 0
+    for ev, off in _packets(lay, lambda pos, n: data[pos : pos + n]):
+        start = 0
+        while start < len(ev):
+            n = copier.copy(ev, start, out, at, off)
+            start += n
+            at += n
+            if at == PART_EVENTS:
+                parts.append(out)
+                out, at = buffers(PART_EVENTS), 0
+    parts.append(tuple(c[:at] for c in out))
+    total = sum(len(p[0]) for p in parts)
     if not total:
         stated = given if isinstance(given, tuple) else stated
         raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", stated)
-    if kernels() is None:
-        return _read_numpy(np.concatenate([ev for ev, _ in packets]), given, stated, src)
-    copier = _Copier(src, bound, track_max=False)
-    out = buffers(total)
-    at = 0
-    for ev, off in packets:
-        at += copier.copy(ev, 0, out, at, off)
-    size, inferred = choose_size(given, stated, max_xy(out[0], out[1]) if bound is None else None, (), src)
-    return Events(*out, size[0], size[1]), inferred
+    if len(parts) == 1:
+        cols = parts[0]
+    else:
+        cols = buffers(total)
+        for c, dst in enumerate(cols):
+            np.concatenate([p[c] for p in parts], out=dst)
+    size, inferred = choose_size(given, stated, max_xy(cols[0], cols[1]) if bound is None else None, (), src)
+    return Events(*cols, size[0], size[1]), inferred
+
+
+PART_EVENTS = 1 << 20
 
 
 def _read_numpy(ev: np.ndarray, given: Any, stated: tuple[int, int] | None, src: str) -> tuple[Events, bool]:
