@@ -10,11 +10,13 @@ re-compressed as LZ4 frames (other streams and the trailing table dropped). The 
 
 Each reader produces the whole recording in memory: evssl ``read_events(path)`` (format detection, header, decode,
 validation: schema columns x/y int16, t int64, p int8), expelliarmus ``Wizard(encoding).read(path)`` (one structured
-array), aedat ``Decoder(path)`` iterated with the ``events`` arrays of all packets concatenated. Time = best of
-``--repeats`` runs after one warm-up run (which also loads evssl's compiled numba kernels from the disk cache); the
-table gives M events/s and the same-run ratio evssl / peer. ``--before DIR`` also times the evssl package found in
-DIR (e.g. an export of the commit before this change: ``git archive <commit> evssl | tar -x -C DIR``) in a
-subprocess of the same run, and checks that both produce identical events (SHA-1 of the columns and sensor size).
+array), aedat ``Decoder(path)`` iterated with the ``events`` arrays of all packets concatenated. evssl and the peer
+are timed in interleaved rounds (A B A B ...) after one warm-up call each (page cache; evssl's numba kernels load
+from the disk cache), so the load of a shared machine falls on both alike; time = the best round, ``--repeats``
+rounds for the 10M files and 10x as many for the 1M files. The table gives M events/s and same-run ratios.
+``--before DIR`` also times the evssl package found in DIR (an export of the commit before the change:
+``git archive <commit> evssl | tar -x -C DIR``) in a subprocess of the same run and checks that both produce
+identical events (SHA-1 of the columns and the sensor size).
 
     python benchmarks/readers.py --before /tmp/evssl-before          # ~2 CPU-minutes, ~1 GB in /tmp
     python benchmarks/readers.py --sizes 1000000 --repeats 5
@@ -127,7 +129,7 @@ def _build_aedat4(data: bytes, reps: int) -> bytes:
             r = bytearray(raw)
             ev = _aedat4_events_view(r)
             ev["t"] += k * (t1 - t0 + 1)
-            comp_bytes = lz4.frame.compress(bytes(r))
+            comp_bytes = lz4.frame.compress(bytes(r), store_size=False)  # as DV writes them: no content size
             out.append(struct.pack("<ii", sid, len(comp_bytes)) + comp_bytes)
     return b"".join(out)
 
@@ -154,65 +156,87 @@ def build_file(kind: str, target: int, workdir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ readers
-def _best(fn: Any, repeats: int) -> tuple[float, Any]:
-    out = fn()  # warm-up (page cache, numba cache load)
-    n = len(out)
-    del out
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-        del out
-    return best, n
-
-
-def time_evssl(path: Path, repeats: int) -> dict[str, Any]:
+def evssl_reader(path: Path) -> Any:
     from evssl.events.io import read_events
 
-    seconds, n = _best(lambda: read_events(path), repeats)
-    ev = read_events(path)
-    h = hashlib.sha1()
-    for f in ("x", "y", "t", "p"):
-        h.update(np.ascontiguousarray(getattr(ev, f)).tobytes())
-    h.update(repr(ev.sensor_size).encode())
-    return {"seconds": seconds, "events": n, "sha1": h.hexdigest()}
+    return lambda: read_events(path)
 
 
-def time_expelliarmus(path: Path, kind: str, repeats: int) -> dict[str, Any] | None:
+def peer_reader(path: Path, kind: str) -> Any | None:
+    """expelliarmus (EVT 2.0/3.0, .dat) or aedat (AEDAT 4.0) reading the whole recording; None if not installed."""
+    if kind == "aedat4":
+        try:
+            import aedat
+        except ImportError:
+            return None
+
+        def read() -> np.ndarray:
+            return np.concatenate([packet["events"] for packet in aedat.Decoder(path) if "events" in packet])
+
+        return read
     try:
         from expelliarmus import Wizard
     except ImportError:
         return None
     wizard = Wizard(encoding=kind)
-    seconds, n = _best(lambda: wizard.read(path), repeats)
-    return {"seconds": seconds, "events": n}
+    return lambda: wizard.read(path)
 
 
-def time_aedat(path: Path, repeats: int) -> dict[str, Any] | None:
-    try:
-        import aedat
-    except ImportError:
-        return None
+def best_times(readers: list[Any], repeats: int) -> list[tuple[float, int]]:
+    """``(best seconds, events)`` per reader, timed in interleaved rounds (A B A B ...) after one warm-up each,
+    so that the load of a shared machine falls on all of them alike."""
+    counts = []
+    for read in readers:  # warm-up: page cache, numba disk cache
+        out = read()
+        counts.append(len(out))
+        del out
+    best = [math.inf] * len(readers)
+    for _ in range(repeats):
+        for i, read in enumerate(readers):
+            t0 = time.perf_counter()
+            out = read()
+            best[i] = min(best[i], time.perf_counter() - t0)
+            del out
+    return list(zip(best, counts))
 
-    def read() -> np.ndarray:
-        parts = [packet["events"] for packet in aedat.Decoder(path) if "events" in packet]
-        return np.concatenate(parts)
 
-    seconds, n = _best(read, repeats)
-    return {"seconds": seconds, "events": n}
+def rounds_for(kind: str, size: int, repeats: int) -> int:
+    """Timing rounds: ``repeats`` for ~10M events, proportionally more (at most 40) for smaller files."""
+    n = SOURCE_EVENTS[kind] * math.ceil(size / SOURCE_EVENTS[kind])
+    return min(repeats * max(1, 10_000_000 // n), 40)
+
+
+def digest(path: Path) -> str:
+    """SHA-1 of evssl's decode (columns and sensor size) of ``path``."""
+    from evssl.events.io import read_events
+
+    ev = read_events(path)
+    h = hashlib.sha1()
+    for f in ("x", "y", "t", "p"):
+        h.update(np.ascontiguousarray(getattr(ev, f)).tobytes())
+    h.update(repr(ev.sensor_size).encode())
+    return h.hexdigest()
+
+
+def time_evssl(path: Path, rounds: int) -> dict[str, Any]:
+    ((seconds, n),) = best_times([evssl_reader(path)], rounds)
+    return {"seconds": seconds, "events": n, "sha1": digest(path)}
 
 
 def worker(files: list[str], repeats: int) -> None:
-    """Subprocess mode: time the evssl importable here on ``files``; print JSON."""
-    print(json.dumps({f: time_evssl(Path(f), repeats) for f in files}))
+    """Subprocess mode: time the evssl importable here on ``files`` (named ``<kind>_<size>.<ext>``); print JSON."""
+    out = {}
+    for f in files:
+        kind, size = Path(f).stem.split("_")
+        out[f] = time_evssl(Path(f), rounds_for(kind, int(size), repeats))
+    print(json.dumps(out))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--formats", nargs="+", default=list(SOURCES), choices=list(SOURCES))
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/evssl-reader-bench"))
     ap.add_argument("--before", type=Path, help="directory holding an older evssl package to time as 'before'")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
@@ -228,13 +252,19 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--repeats", str(args.repeats), "--worker", *map(str, files.values())]
         before = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
     rows = []
-    for (kind, _), path in files.items():
-        ours = time_evssl(path, args.repeats)
-        peer = time_aedat(path, args.repeats) if kind == "aedat4" else time_expelliarmus(path, kind, args.repeats)
-        old = before.get(str(path))
-        rows.append((kind, ours, peer, old))
+    for (kind, size), path in files.items():
+        readers = [evssl_reader(path)]
+        peer_read = peer_reader(path, kind)
+        if peer_read is not None:
+            readers.append(peer_read)
+        timed = best_times(readers, rounds_for(kind, size, args.repeats))
+        ours = {"seconds": timed[0][0], "events": timed[0][1], "sha1": digest(path)}
+        peer = {"seconds": timed[1][0], "events": timed[1][1]} if peer_read is not None else None
+        rows.append((kind, ours, peer, before.get(str(path))))
     peer_name = {"aedat4": "aedat"}
-    print(f"repeats={args.repeats} (best of), files in {args.workdir}, python {sys.version.split()[0]}")
+    load = os.getloadavg()[0]
+    rounds = f"{args.repeats} (10M) / ~{args.repeats * 9} (1M)"
+    print(f"best of {rounds} interleaved rounds; load average {load:.2f} on {os.cpu_count()} CPUs")
     print(
         f"{'format':<7} {'events':>11} {'before':>8} {'evssl':>8} {'peer':>13} {'peer M/s':>9} "
         f"{'before/peer':>11} {'evssl/peer':>10} {'evssl/before':>12} {'same':>5}"

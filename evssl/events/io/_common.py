@@ -204,20 +204,42 @@ def _scan_header(data: bytes | bytearray, pos: int, lines: list[str], source: st
 
     ``complete`` is False when ``data`` ends inside the header (a line without its end of line, or right after a
     whole line) and more bytes may follow (``final=False``); with ``final=True`` an unterminated line raises.
+    Vectorised: the ends of line are found with numpy and the header text is decoded in one piece, so the cost is
+    linear in the header size with a small constant (a 10 MB header parses in a fraction of a second).
     """
     n = len(data)
-    while pos < n and data[pos] == 0x25:  # '%'
-        end = data.find(b"\n", pos)
-        if end < 0:
-            if not final:
-                return lines, pos, False
-            raise EventFormatError(source, "header", f"header line at byte {pos} has no end of line")
-        line = bytes(data[pos + 1 : end]).decode("latin-1").strip()
-        pos = end + 1
-        lines.append(line)
-        if line.lower() == "end":
-            return lines, pos, True
-    return lines, pos, pos < n or final
+    if pos >= n or data[pos] != 0x25:  # '%'
+        return lines, pos, pos < n or final
+    arr = np.frombuffer(data, np.uint8)
+    nl = np.flatnonzero(arr[pos:] == 10) + pos
+    starts = np.concatenate(([pos], nl + 1))
+    inside = starts < n
+    first = np.zeros(len(starts), np.uint8)
+    first[inside] = arr[starts[inside]]
+    not_header = np.flatnonzero(first != 0x25)
+    k = int(not_header[0]) if len(not_header) else len(starts)  # lines 0..k-1 start with '%'
+    del arr
+    complete = True
+    if k == len(starts):  # the last line starts with '%' but has no end of line in ``data``
+        if final:
+            raise EventFormatError(source, "header", f"header line at byte {int(starts[-1])} has no end of line")
+        complete = False
+        k -= 1
+    elif starts[k] >= n and not final:  # data ends right after a whole header line: more may follow
+        complete = False
+    if k == 0:
+        return lines, pos, complete
+    end = int(starts[k])  # just after the last whole header line
+    text = bytes(data[pos : end - 1]).decode("latin-1")
+    m = _END_LINE.search(text)
+    if m is not None:  # a '% end' line closes the header
+        text = text[: m.end()]
+        end, complete = pos + m.end() + 1, True
+    lines.extend([r[1:].strip() for r in text.split("\n")])
+    return lines, end, complete
+
+
+_END_LINE = re.compile(r"^%[^\S\n]*end[^\S\n]*$", re.MULTILINE | re.IGNORECASE)
 
 
 HEADER_BLOCK = 1 << 16
@@ -245,11 +267,8 @@ def read_percent_header(path: PathLike, source: str) -> tuple[list[str], int]:
 
 def header_dict(lines: list[str]) -> dict[str, str]:
     """``% key value`` header lines as a dict (lower-case keys; the first occurrence wins)."""
-    out: dict[str, str] = {}
-    for line in lines:
-        key, _, value = line.partition(" ")
-        out.setdefault(key.strip().lower(), value.strip())
-    return out
+    pairs = (line.partition(" ") for line in reversed(lines))
+    return {key.strip().lower(): value.strip() for key, _, value in pairs}  # reversed: the first occurrence wins
 
 
 def header_geometry(hdr: dict[str, str], source: str = "") -> tuple[int, int] | None:

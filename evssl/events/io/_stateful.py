@@ -23,12 +23,13 @@ from types import ModuleType
 
 import numpy as np
 
-from evssl.events.io._common import EmptyRecordingError, Opened, StreamChecks, choose_size, split_events
+from evssl.events.io._common import EmptyRecordingError, Opened, StreamChecks, choose_size, max_xy, split_events
 from evssl.events.schema import EventFormatError, Events
 
 _KERNELS: ModuleType | bool | None = None
 PREPASS_EVENTS = 1 << 20
 BLOCK_ITEMS = 1 << 21  # items per block of a chunked read (8 MiB of EVT 2.0 words)
+WHOLE_BLOCK_ITEMS = 1 << 17  # items per block of a whole-file read (the input buffer stays in L2)
 
 
 def kernels() -> ModuleType | None:
@@ -54,8 +55,6 @@ class Spec:
     name: str
     kernel: str  # attribute of the kernel module
     new_state: str  # attribute of the kernel module returning a fresh state
-    max_x: str  # names of the state slots in the kernel module
-    max_y: str
     p_message: str = "polarity bits {a} are not 0/1"
     #: ``(state, src, body_offset) -> EventFormatError | None``: an error when words were dropped and no event was
     #: decoded (the data had no time base), else None.
@@ -78,25 +77,25 @@ class Source:
     def itemsize(self) -> int:
         return np.dtype(self.dtype).itemsize * self.cols
 
-    def _shape(self, n: int) -> tuple[int, ...]:
-        return (n,) if self.cols == 1 else (n, self.cols)
-
     def array(self) -> np.ndarray:
-        """All items, memory-mapped (a plain ndarray view: numba does not take the ``np.memmap`` subclass)."""
+        """All items as one flat array (``cols`` words per item), memory-mapped (a plain ndarray view: numba does
+        not take the ``np.memmap`` subclass)."""
         if not self.length:
-            return np.zeros(self._shape(0), self.dtype)
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.body_offset, shape=self._shape(self.length))
+            return np.zeros(0, self.dtype)
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.body_offset, shape=(self.length * self.cols,))
         return mm.view(np.ndarray)
 
-    def blocks(self, items: int = BLOCK_ITEMS) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first item index, items)`` for successive blocks; the array is reused between blocks."""
-        buf = np.empty(self._shape(min(items, max(self.length, 1))), self.dtype)
+    def blocks(self, items: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first item index, flat words of the items)`` for successive blocks (:data:`BLOCK_ITEMS` items each
+        unless ``items`` is given); the buffer is reused."""
+        per = min(items or BLOCK_ITEMS, max(self.length, 1))
+        buf = np.empty(per * self.cols, self.dtype)
         with open(self.path, "rb") as f:
             f.seek(self.body_offset)
             start = 0
             while start < self.length:
-                n = min(len(buf), self.length - start)
-                view = buf[:n]
+                n = min(per, self.length - start)
+                view = buf[: n * self.cols]
                 got = f.readinto(memoryview(view).cast("B"))
                 if got != n * self.itemsize:
                     raise EventFormatError(self.src, "word", f"file changed while reading (short read at item {start})")
@@ -130,14 +129,28 @@ def _bounds(size: tuple[int, int] | None, big: int) -> tuple[int, int]:
     return (size[1], size[0]) if size is not None else (big, big)
 
 
-def _buffers(n: int) -> tuple[np.ndarray, ...]:
-    return np.empty(n, np.int16), np.empty(n, np.int16), np.empty(n, np.int64), np.empty(n, np.int8)
+def buffers(n: int) -> tuple[np.ndarray, ...]:
+    """Output columns ``(x, y, t, p)`` for ``n`` events, carved out of one allocation (t first, 8-byte aligned).
+
+    One large allocation gets transparent huge pages where four smaller ones get many 4 KiB page faults (measured:
+    ~4 ms less per 10M events). The columns share that buffer, so it is freed when all four are.
+    """
+    buf = np.empty(13 * n, np.uint8)
+    t = buf[: 8 * n].view(np.int64)
+    x = buf[8 * n : 10 * n].view(np.int16)
+    y = buf[10 * n : 12 * n].view(np.int16)
+    p = buf[12 * n : 13 * n].view(np.int8)
+    return x, y, t, p
 
 
 def decode_all(
     spec: Spec, source: Source, bound: tuple[int, int] | None, first_capacity: int
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """Decode the whole input: ``((x, y, t, p), final state)``; buffers grow when ``first_capacity`` is too small."""
+    """Decode the whole input: ``((x, y, t, p), final state)``; buffers grow when ``first_capacity`` is too small.
+
+    The input is read in blocks of :data:`WHOLE_BLOCK_ITEMS` into one reused, cache-resident buffer (faster than
+    memory-mapping the file: no page faults on the input, and the kernel reads from L2).
+    """
     k = kernels()
     assert k is not None
     kernel = getattr(k, spec.kernel)
@@ -145,23 +158,23 @@ def decode_all(
     width, height = _bounds(bound, k.BIG)
     err = np.zeros(5, np.int64)
     parts: list[tuple[np.ndarray, ...]] = []
-    pos = 0
-    total = 0
+    total = filled = 0
     cap = max(int(first_capacity), 16)
-    data = source.array()
-    while True:
-        bufs = _buffers(cap)
-        pos, n = kernel(data, pos, *bufs, state, width, height, err)
-        if err[0]:
-            raise_error(spec, err, source, bound, total)
-        parts.append(tuple(b[:n] for b in bufs))
-        total += n
-        if n < cap:  # the kernel stopped at the end of the input, not at a full buffer
-            break
-        remaining = source.length - pos
-        if remaining <= 0 and not _pending(spec, state, k):
-            break
-        cap = max(remaining, 1 << 16)
+    bufs = buffers(cap)
+    for pos0, block in source.blocks(WHOLE_BLOCK_ITEMS):
+        items = len(block) // source.cols
+        pos = 0
+        while pos < items or _pending(spec, state, k):
+            if filled == cap:  # more events than the first estimate (EVT 3.0 vectors): a new part
+                parts.append(bufs)
+                total += filled
+                cap = max(source.length - pos0 - pos, 1 << 16)
+                bufs, filled = buffers(cap), 0
+            pos, n = kernel(block, pos, *(b[filled:] for b in bufs), state, width, height, err)
+            if err[0]:
+                raise_error(spec, err, source, bound, total + filled, pos0)
+            filled += n
+    parts.append(tuple(b[:filled] for b in bufs))
     if len(parts) == 1:  # views of the buffers: pages past the last event were never touched, so cost nothing
         cols = parts[0]
     else:
@@ -173,10 +186,16 @@ def _pending(spec: Spec, state: np.ndarray, k: ModuleType) -> bool:
     return spec.name == "evt3" and int(state[k.E3_PENDING]) >= 0
 
 
-def _max_xy(spec: Spec, state: np.ndarray) -> tuple[int, int] | None:
-    k = kernels()
-    mx, my = int(state[getattr(k, spec.max_x)]), int(state[getattr(k, spec.max_y)])
-    return (mx, my) if mx >= 0 else None
+class MaxXY:
+    """Running (max x, max y) over chunks (numpy's SIMD max; ``None`` before any event)."""
+
+    def __init__(self) -> None:
+        self.value: tuple[int, int] | None = None
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        if len(x):
+            mx, my = int(x.max()), int(y.max())
+            self.value = (mx, my) if self.value is None else (max(mx, self.value[0]), max(my, self.value[1]))
 
 
 def _no_events(spec: Spec, state: np.ndarray, source: Source, stated: tuple[int, int] | None, what: str) -> None:
@@ -201,7 +220,8 @@ def read_whole(
     (x, y, t, p), state = decode_all(spec, source, bound, first_capacity)
     if not len(x):
         _no_events(spec, state, source, bound, empty_what)
-    size, inferred = choose_size(given, stated, _max_xy(spec, state), defaults, source.src)
+    mxy = max_xy(x, y) if bound is None else None  # the size is known: no need to look
+    size, inferred = choose_size(given, stated, mxy, defaults, source.src)
     return Events(x, y, t, p, size[0], size[1]), inferred
 
 
@@ -223,11 +243,12 @@ def _run_blocks(
     kernel = getattr(k, spec.kernel)
     err = np.zeros(5, np.int64)
     width, height = _bounds(size, k.BIG)
-    bufs = _buffers(chunk_events)
+    bufs = buffers(chunk_events)
     filled = total = 0
     for pos0, block in source.blocks():
         pos = 0
-        while pos < len(block) or _pending(spec, state, k):
+        items = len(block) // source.cols
+        while pos < items or _pending(spec, state, k):
             pos, n = kernel(block, pos, *(b[filled:] for b in bufs), state, width, height, err)
             if err[0]:
                 raise_error(spec, err, source, size, total + filled, pos0)
@@ -237,8 +258,8 @@ def _run_blocks(
                 total += filled
                 filled = 0
                 if keep:
-                    bufs = _buffers(chunk_events)
-            elif n == 0 and pos >= len(block):
+                    bufs = buffers(chunk_events)
+            elif n == 0 and pos >= items:
                 break
     if filled or not total:
         yield bufs, filled
@@ -259,11 +280,13 @@ def open_chunks(
     if bound is None:  # pre-pass: every event checked, nothing kept but the state
         total = 0
         state = new_state(spec)
-        for _, n in _run_blocks(spec, source, None, min(PREPASS_EVENTS, chunk_events), False, state):
+        mxy = MaxXY()
+        for cols, n in _run_blocks(spec, source, None, min(PREPASS_EVENTS, chunk_events), False, state):
             total += n
+            mxy.update(cols[0][:n], cols[1][:n])
         if not total:
             _no_events(spec, state, source, None, empty_what)
-        size, inferred = choose_size(given, stated, _max_xy(spec, state), defaults, source.src)
+        size, inferred = choose_size(given, stated, mxy.value, defaults, source.src)
     else:
         size = bound
 

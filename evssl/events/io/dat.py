@@ -50,7 +50,7 @@ CD_TYPES = (0, 12)
 WRAP = 1 << 32
 
 
-SPEC = Spec("dat", "dat_decode", "dat_state", "DAT_MAX_X", "DAT_MAX_Y")
+SPEC = Spec("dat", "dat_decode", "dat_state")
 EMPTY = "header-only file"
 
 
@@ -132,6 +132,6 @@ def _read_numpy(source: Source, given: tuple[int, int] | str | None, stated: tup
     src = source.src
     if not source.length:
         raise EmptyRecordingError(src, f"no events: {EMPTY}", given if isinstance(given, tuple) else stated)
-    x, y, t, p = decode_dat(source.array(), src)
+    x, y, t, p = decode_dat(source.array().reshape(-1, 2), src)
     size, inferred = choose_size(given, stated, max_xy(x, y), (ATIS_SIZE,), src)
     return build_events(x, y, t, p, size, src), inferred

@@ -95,7 +95,7 @@ def _dropped_error(state: np.ndarray, src: str, body_offset: int) -> EventFormat
     )
 
 
-SPEC = Spec("evt2", "evt2_decode", "evt2_state", "E2_MAX_X", "E2_MAX_Y", dropped_error=_dropped_error)
+SPEC = Spec("evt2", "evt2_decode", "evt2_state", dropped_error=_dropped_error)
 EMPTY = "no CD events in the stream"
 
 

@@ -189,7 +189,7 @@ def _dropped_error(state: np.ndarray, src: str, body_offset: int) -> EventFormat
     )
 
 
-SPEC = Spec("evt3", "evt3_decode", "evt3_state", "E3_MAX_X", "E3_MAX_Y", dropped_error=_dropped_error)
+SPEC = Spec("evt3", "evt3_decode", "evt3_state", dropped_error=_dropped_error)
 EMPTY = "no CD events in the stream"
 
 
