@@ -28,7 +28,10 @@ importing evssl (``base``: 249 MB before, because importing ``evssl.events`` imp
     50M     before convert              2402               7.46               17.73
     50M     after  convert               220                 -                 4.76
     50M     after  iter_events only      147                 -                 1.58   (reader alone, 1M chunks)
-    50M     after  read_events (whole)   972                 -                 5.33
+    50M     after  read_events (whole)   972                 -                 5.33   (772 after later reader kernels)
+
+A rerun after merging the readers' later kernels (load ~7.5): convert peaks 209 / 222 / 222 MB at 5M / 20M / 50M,
+50M convert 6.86 s beside 1.23 s for ``iter_events`` alone.
 
 Peak memory above the baseline is now constant in the number of events (~200-220 MB, of which ~90 MB is numba's
 first-call compilation, see the ``iter`` row; target <= 300 MB at 50M met). At 50M, ``convert`` runs at ~10 M
