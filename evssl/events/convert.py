@@ -22,6 +22,7 @@ Command line (wired as ``evssl convert`` by the CLI, also ``python -m evssl.even
     evssl convert data/N-MNIST/Train --out nmnist_train.h5 --split train
     evssl convert --list files.txt --out store.h5 --format evt3
     evssl convert extracted_val/ --out nimagenet_val.h5 --split val --embeddings clip_val/
+    evssl convert --dataset ncars data/N-Cars --out ncars.h5      # a data set's own layout (evssl.data.sets)
 """
 
 from __future__ import annotations
@@ -327,11 +328,19 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help="paired image embeddings by file stem: .npz, .pt dict, or a folder of them (ECDP's CLIP features)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # ---- data-set converters (evssl.data.sets): `--dataset NAME ROOT` and their options
+    from evssl.data.sets import add_dataset_arguments
+
+    add_dataset_arguments(parser)
     return parser
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """Run ``evssl convert`` from parsed arguments; prints a one-line summary and returns the exit status."""
+    if getattr(args, "dataset", None):  # ---- data-set converters (evssl.data.sets)
+        from evssl.data.sets import run_dataset_convert
+
+        return run_dataset_convert(args)
     if not args.sources and args.list_file is None:
         print("evssl convert: give source files/folders or --list", file=sys.stderr)
         return 2
