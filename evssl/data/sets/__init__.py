@@ -94,10 +94,16 @@ def convert_dataset(name: str, root: PathLike, out: PathLike, **options: Any) ->
 #: CLI flag -> (converter keyword, argparse kwargs). Only flags the user gives are passed on.
 _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--max-per-class": ("max_per_class", {"type": int, "help": "files per split and class (evenly spaced)"}),
-    "--dataset-splits": ("splits", {"nargs": "+", "help": "splits to convert (ncars: train test; nimagenet: train val)"}),
+    "--dataset-splits": (
+        "splits",
+        {"nargs": "+", "help": "splits to convert (ncars: train test; nimagenet: train val)"},
+    ),
     "--split-seed": ("seed", {"type": int, "help": "ncaltech101: seed of the stratified split (default 0)"}),
     "--split-fractions": ("fractions", {"type": float, "nargs": "+", "help": "ncaltech101: train val test fractions"}),
-    "--include-background": ("include_background", {"action": "store_true", "help": "ncaltech101: keep BACKGROUND_Google"}),
+    "--include-background": (
+        "include_background",
+        {"action": "store_true", "help": "ncaltech101: keep BACKGROUND_Google"},
+    ),
     "--num-classes": ("num_classes", {"type": int, "help": "nimagenet: keep the first K sorted wnids (mini: 100)"}),
     "--classes-file": ("classes_file", {"type": Path, "help": "nimagenet: wnids to keep, one per line"}),
     "--label-map": ("label_map", {"type": Path, "help": "nimagenet: official label map ('<idx> <wnid> ...')"}),
@@ -163,7 +169,9 @@ def run_dataset_convert(args: argparse.Namespace) -> int:
     from evssl.events.io.store import EventStore
 
     if len(args.sources) != 1:
-        print(f"evssl convert --dataset {args.dataset}: give exactly one ROOT folder, got {args.sources}", file=sys.stderr)
+        print(
+            f"evssl convert --dataset {args.dataset}: give exactly one ROOT folder, got {args.sources}", file=sys.stderr
+        )
         return 2
     key, spec = _spec(args.dataset)
     opts = dataset_options(args)

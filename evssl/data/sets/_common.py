@@ -236,9 +236,7 @@ def write_png(path: PathLike, img: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- splits
-def stratified_split(
-    labels: np.ndarray, fractions: Sequence[float], names: Sequence[str], seed: int
-) -> np.ndarray:
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], names: Sequence[str], seed: int) -> np.ndarray:
     """Per class, a seeded permutation cut into consecutive parts of the given fractions (last part takes the rest).
 
     ``np.random.default_rng([seed, class])`` permutes the (sorted) members of each class, so adding a class does
@@ -312,8 +310,8 @@ def write_long_recording(
     """Write one long recording from an iterator of time-ordered event chunks, in parts of at most ``max_events``.
 
     A part ends at ``max_events`` events, or at the first chunk boundary where its events (13 B each) plus its
-    timed items (``item_bytes`` each) reach ``max_bytes``. See the module docstring for part names and how frames / dense maps / poses are assigned. Dense keys must share
-    their timestamps (the store keeps one ``dense_t`` per recording). Returns the stored :class:`Part` s (the caller
+    timed items (``item_bytes`` each) reach ``max_bytes``. See the module docstring for part names and how frames /
+    dense maps / poses are assigned. Dense keys must share their timestamps (the store keeps one ``dense_t`` per recording). Returns the stored :class:`Part` s (the caller
     records ``{name: len(parts)}`` in the ``recording_parts`` store attribute when there are several).
     """
     if max_events < 1:

@@ -146,7 +146,12 @@ def convert_ddd17(
             order = np.argsort(ts, kind="stable")
             files = [masks[i] for i in order]
             timed = [
-                Timed("semantic", ts[order], lambda i, f=files: np.stack([read_mask(f[j]) for j in i]), LABEL_HEIGHT * WIDTH)
+                Timed(
+                    "semantic",
+                    ts[order],
+                    lambda i, f=files: np.stack([read_mask(f[j]) for j in i]),
+                    LABEL_HEIGHT * WIDTH,
+                )
             ]
             got = write_long_recording(
                 w,

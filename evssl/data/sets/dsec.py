@@ -314,7 +314,14 @@ def convert_dsec_semantic(
             ev = _events(seq, rectify, SEMANTIC_HEIGHT)
             split = SEMANTIC_SPLIT.get(seq.name, folder_split)
             got = write_long_recording(
-                w, seq.name, ev.chunks(), timed=timed, max_events=max_events, max_bytes=max_bytes, split=split, source=str(ev.path)
+                w,
+                seq.name,
+                ev.chunks(),
+                timed=timed,
+                max_events=max_events,
+                max_bytes=max_bytes,
+                split=split,
+                source=str(ev.path),
             )
             if len(got) > 1:
                 parts[seq.name] = len(got)
@@ -362,7 +369,10 @@ def decode_flow_png(img: np.ndarray, path: PathLike = "", channel_order: str = "
 def _flow_files(seq: Path, direction: str) -> tuple[list[Path], np.ndarray] | None:
     for d, ts in (
         (seq / "flow" / direction, seq / "flow" / f"{direction}_timestamps.txt"),
-        (seq / f"{seq.name}_optical_flow_{direction}_event", seq / f"{seq.name}_optical_flow_{direction}_timestamps.txt"),
+        (
+            seq / f"{seq.name}_optical_flow_{direction}_event",
+            seq / f"{seq.name}_optical_flow_{direction}_timestamps.txt",
+        ),
         (seq / f"optical_flow_{direction}_event", seq / f"optical_flow_{direction}_timestamps.txt"),
     ):
         if d.is_dir():
@@ -410,7 +420,14 @@ def convert_dsec_flow(
                 timed = [Timed("flow", pairs[:, 0], load, 2 * HEIGHT * WIDTH * 4)]
             ev = _events(seq, rectify, HEIGHT)
             got = write_long_recording(
-                w, seq.name, ev.chunks(), timed=timed, max_events=max_events, max_bytes=max_bytes, split=split, source=str(ev.path)
+                w,
+                seq.name,
+                ev.chunks(),
+                timed=timed,
+                max_events=max_events,
+                max_bytes=max_bytes,
+                split=split,
+                source=str(ev.path),
             )
             if found is not None:  # the to-times of each stored part, in the order of its flow maps
                 for part in got:
@@ -447,7 +464,9 @@ def convert_dsec(
     with StoreWriter(out, **writer_kwargs(options)) as w:
         for seq, split in seqs:
             ev = _events(seq, rectify, HEIGHT)
-            got = write_long_recording(w, seq.name, ev.chunks(), max_events=max_events, max_bytes=max_bytes, split=split, source=str(ev.path))
+            got = write_long_recording(
+                w, seq.name, ev.chunks(), max_events=max_events, max_bytes=max_bytes, split=split, source=str(ev.path)
+            )
             if len(got) > 1:
                 parts[seq.name] = len(got)
         w.set_attrs(dataset="dsec", sensor_size=[HEIGHT, WIDTH], rectified=bool(rectify), recording_parts=parts)

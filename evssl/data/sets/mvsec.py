@@ -239,11 +239,15 @@ def _gt_timed(
         flow_ts, flow_idx = flow_ts[fi], flow_idx[fi]
     if flow_ts is not None:
         out.append(
-            Timed("flow", flow_ts, lambda i, ds=flow_ds, b=flow_idx: ds[b[i]].astype(np.float32), 2 * HEIGHT * WIDTH * 4)
+            Timed(
+                "flow", flow_ts, lambda i, ds=flow_ds, b=flow_idx: ds[b[i]].astype(np.float32), 2 * HEIGHT * WIDTH * 4
+            )
         )
     if depth_ts is not None:
         out.append(
-            Timed("depth", depth_ts, lambda i, ds=depth_ds, b=depth_idx: ds[b[i]].astype(np.float32), HEIGHT * WIDTH * 4)
+            Timed(
+                "depth", depth_ts, lambda i, ds=depth_ds, b=depth_idx: ds[b[i]].astype(np.float32), HEIGHT * WIDTH * 4
+            )
         )
     if poses is not None:
         key = f"davis/{cam}/{poses}"

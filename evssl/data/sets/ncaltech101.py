@@ -92,6 +92,11 @@ def convert_ncaltech101(
         "split_rule": f"per class, default_rng([{seed}, label]) permutation cut at fractions {list(fractions)}",
     }
     return write_file_items(
-        out, items, classes, lambda p: read_bin40(p, sensor_size=size), attrs=attrs, progress=progress,
+        out,
+        items,
+        classes,
+        lambda p: read_bin40(p, sensor_size=size),
+        attrs=attrs,
+        progress=progress,
         **writer_kwargs(options),
     )

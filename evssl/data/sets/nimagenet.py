@@ -101,7 +101,9 @@ def scan_nimagenet(
         base = "train" if "train" in files else splits[0]
         wnids = sorted({p.parent.name for p in files[base]})
     if classes_file is not None:
-        keep = {ln.split()[0] for ln in need_file(Path(classes_file), "class list").read_text().splitlines() if ln.strip()}
+        keep = {
+            ln.split()[0] for ln in need_file(Path(classes_file), "class list").read_text().splitlines() if ln.strip()
+        }
         unknown = sorted(keep - set(wnids))
         if unknown:
             raise DatasetError(f"{classes_file}: wnid {unknown[0]!r} is not a class of the data set")
@@ -117,7 +119,9 @@ def scan_nimagenet(
         if label_map is None and classes_file is None and num_classes is None:
             extra = sorted(set(by_class) - set(index))
             if extra:
-                raise DatasetError(f"{paths[0].parent.parent}: class folder {extra[0]!r} ({split}) is not in the train classes")
+                raise DatasetError(
+                    f"{paths[0].parent.parent}: class folder {extra[0]!r} ({split}) is not in the train classes"
+                )
         for wnid in sorted(by_class):
             if wnid not in index:
                 continue

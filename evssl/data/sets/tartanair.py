@@ -131,7 +131,13 @@ def etartanair_chunks(traj: Path, chunk: int = READ_CHUNK, steps: list[float] | 
                     steps.append(float(np.spacing(np.abs(cols["t"]).max())))
                 p, mode = pol(cols["p"], f"{path}:p")
                 yield Events.from_arrays(
-                    cols["x"], cols["y"], float32_times_to_us(cols["t"]), p, HEIGHT, WIDTH, polarity=mode,
+                    cols["x"],
+                    cols["y"],
+                    float32_times_to_us(cols["t"]),
+                    p,
+                    HEIGHT,
+                    WIDTH,
+                    polarity=mode,
                     source=str(path),
                 )
         return
@@ -146,7 +152,13 @@ def etartanair_chunks(traj: Path, chunk: int = READ_CHUNK, steps: list[float] | 
                     steps.append(float(np.spacing(np.abs(block[:, 0]).max())))
                 p, mode = pol(block[:, 3], f"{whole}:events[:, 3]")
                 yield Events.from_arrays(
-                    block[:, 1], block[:, 2], float32_times_to_us(block[:, 0]), p, HEIGHT, WIDTH, polarity=mode,
+                    block[:, 1],
+                    block[:, 2],
+                    float32_times_to_us(block[:, 0]),
+                    p,
+                    HEIGHT,
+                    WIDTH,
+                    polarity=mode,
                     source=str(whole),
                 )
         return
@@ -216,7 +228,9 @@ def convert_tartanair(
                 timed.append(dt)
             if poses and (traj / "pose_left.txt").is_file():
                 mats = read_tartanair_poses(traj / "pose_left.txt", frame=pose_frame)
-                timed.append(Timed("poses", np.arange(len(mats), dtype=np.int64) * FRAME_US, lambda i, m=mats: m[i], 128))
+                timed.append(
+                    Timed("poses", np.arange(len(mats), dtype=np.int64) * FRAME_US, lambda i, m=mats: m[i], 128)
+                )
             scene = name.split("/")[0]
             split = "train" if scene in TRAIN_SCENES else "test" if scene in TEST_SCENES else ""
             got = write_long_recording(

@@ -58,8 +58,13 @@ def write_nimagenet_npz(path: Path, x, y, t, p, compressed: bool = True) -> None
         arr["x"], arr["y"], arr["t"], arr["p"] = x, y, t, np.asarray(p).astype(bool)
         np.savez_compressed(path, event_data=arr)
     else:
-        np.savez(path, x_pos=np.asarray(x, np.uint16), y_pos=np.asarray(y, np.uint16), timestamp=np.asarray(t),
-                 polarity=np.asarray(p).astype(bool))
+        np.savez(
+            path,
+            x_pos=np.asarray(x, np.uint16),
+            y_pos=np.asarray(y, np.uint16),
+            timestamp=np.asarray(t),
+            polarity=np.asarray(p).astype(bool),
+        )
 
 
 # ------------------------------------------------------------------------------------------------ DSEC (§1-3)

@@ -33,14 +33,16 @@ def test_ncars_fixture(tmp_path):
     assert s.classes == ["background", "car"]
     assert len(s) == 12 and sorted(set(s.splits)) == ["test", "train"]
     for i, name in enumerate(s.names):
-        x, y, t, p = truth[name]
+        x, _y, t, p = truth[name]
         ev = s.events(i)
         np.testing.assert_array_equal(ev.x, x)
         np.testing.assert_array_equal(ev.t, t)
         np.testing.assert_array_equal(ev.p, 2 * p - 1)
         assert s.labels[i] == (1 if "/cars/" in name else 0)
         assert s.info(i).sensor_size == (100, 120)
-    few = EventStore(convert_dataset("ncars", tmp_path / "ncars", tmp_path / "few.h5", max_per_class=2, splits=("test",)))
+    few = EventStore(
+        convert_dataset("ncars", tmp_path / "ncars", tmp_path / "few.h5", max_per_class=2, splits=("test",))
+    )
     assert len(few) == 4 and set(few.splits) == {"test"}
     assert [n.rsplit("/", 1)[1] for n in few.names[:2]] == ["obj_000000_td.dat", "obj_000002_td.dat"]  # evenly spread
 
@@ -74,7 +76,9 @@ def _check_real_ncars(s: EventStore, stats, labels) -> None:
 
 def test_real_ncars_twenty_files(tmp_path):
     root, stats, labels = _ncars_real()
-    rc = main_convert(["--dataset", "ncars", str(root), "--out", str(tmp_path / "n.h5"), "--max-per-class", "5", "--no-progress"])
+    rc = main_convert(
+        ["--dataset", "ncars", str(root), "--out", str(tmp_path / "n.h5"), "--max-per-class", "5", "--no-progress"]
+    )
     assert rc == 0
     s = EventStore(tmp_path / "n.h5")
     assert len(s) == 20 and np.bincount(s.labels).tolist() == [10, 10]
@@ -103,12 +107,16 @@ def test_ncaltech101_fixture_split_and_background(tmp_path):
     assert s.classes == ["accordion", "airplanes"]  # sorted, background left out
     assert len(s) == 30
     for i, name in enumerate(s.names):
-        x, y, t, p = truth[name]
+        _x, y, t, _p = truth[name]
         np.testing.assert_array_equal(s.events(i).y, y)
         np.testing.assert_array_equal(s.events(i).t, t)
     for c, n in ((0, 10), (1, 20)):
         sp = s.splits[s.labels == c]
-        assert [(sp == k).sum() for k in ("train", "val", "test")] == [round(0.8 * n), round(0.9 * n) - round(0.8 * n), n - round(0.9 * n)]
+        assert [(sp == k).sum() for k in ("train", "val", "test")] == [
+            round(0.8 * n),
+            round(0.9 * n) - round(0.8 * n),
+            n - round(0.9 * n),
+        ]
     again = EventStore(convert_dataset("ncaltech101", tmp_path, tmp_path / "o2.h5", seed=5))
     np.testing.assert_array_equal(again.splits, s.splits)
     bg = EventStore(convert_dataset("ncaltech101", tmp_path, tmp_path / "o3.h5", include_background=True))
@@ -119,7 +127,12 @@ def test_real_ncaltech101_samples(tmp_path):
     src = REAL_DATA / "EventsTools-NCaltech101"
     if not src.is_dir():
         pytest.skip(f"{src} not found (set EVSSL_REAL_DATA to shared/real-data)")
-    for f, cls in (("Helicopter.bin", "helicopter"), ("car.bin", "car_side"), ("chair.bin", "chair"), ("umbrella.bin", "umbrella")):
+    for f, cls in (
+        ("Helicopter.bin", "helicopter"),
+        ("car.bin", "car_side"),
+        ("chair.bin", "chair"),
+        ("umbrella.bin", "umbrella"),
+    ):
         (tmp_path / "root" / cls).mkdir(parents=True)
         (tmp_path / "root" / cls / "image_0001.bin").symlink_to(src / f)  # a layout, never a copy
     s = EventStore(convert_dataset("ncaltech101", tmp_path / "root", tmp_path / "o.h5", fractions=(1.0,)))
@@ -146,7 +159,7 @@ def test_nimagenet_fixture_class_index_and_mini(tmp_path):
     assert s.classes == sorted(wnids)  # official: sorted wnids, label = index of the parent folder's wnid
     assert len(s) == 12
     for i, name in enumerate(s.names):
-        (x, y, t, p), w = truth[name]
+        (x, _y, t, p), w = truth[name]
         ev = s.events(i)
         assert s.labels[i] == sorted(wnids).index(w)
         assert s.splits[i] == ("train" if name.startswith("extracted_train") else "val")

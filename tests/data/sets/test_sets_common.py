@@ -39,7 +39,7 @@ def test_png_roundtrip_8_and_16_bit(tmp_path):
     # Pillow itself cannot keep 16-bit RGB (why evssl has its own decoder)
     assert np.asarray(Image.open(tmp_path / "c16.png")).dtype == np.uint8
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match="bad.png: not a PNG"):
+    with pytest.raises(DatasetError, match=r"bad\.png: not a PNG"):
         read_png(tmp_path / "bad.png")
 
 
@@ -87,7 +87,9 @@ def test_long_recording_parts_and_timed_items(tmp_path):
     assert [p.name for p in single] == ["short"]
     s = EventStore(tmp_path / "s.h5")
     assert [s.info(i).num_events for i in range(3)] == [25, 25, 10]
-    np.testing.assert_array_equal(np.concatenate([s.events(i).t for i in range(3)]), np.concatenate([e.t for e in _chunks(6, 10, 1000)]))
+    np.testing.assert_array_equal(
+        np.concatenate([s.events(i).t for i in range(3)]), np.concatenate([e.t for e in _chunks(6, 10, 1000)])
+    )
     # part k owns [t_first(k), t_first(k+1)); first part takes earlier items, last part later ones
     t_first = [int(s.events(i).t[0]) for i in range(3)]
     assert t_first == [0, 2500, 5000]
@@ -114,7 +116,17 @@ def test_long_recording_byte_budget_cuts_parts(tmp_path):
 
 
 def test_registry_rejects_unknown_names_and_options(tmp_path):
-    assert {"ncars", "ncaltech101", "nimagenet", "dsec", "dsec_semantic", "dsec_flow", "mvsec", "ddd17", "tartanair"} <= set(DATASETS)
+    assert {
+        "ncars",
+        "ncaltech101",
+        "nimagenet",
+        "dsec",
+        "dsec_semantic",
+        "dsec_flow",
+        "mvsec",
+        "ddd17",
+        "tartanair",
+    } <= set(DATASETS)
     with pytest.raises(ValueError, match="unknown data set 'nope'"):
         convert_dataset("nope", tmp_path, tmp_path / "o.h5")
     with pytest.raises(TypeError, match="takes no option 'bogus'"):

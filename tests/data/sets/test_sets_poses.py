@@ -56,7 +56,10 @@ def _real(rel: str):
 
 
 def test_real_kitti_poses():
-    p09, p10 = read_kitti_poses(_real("kitti-odometry-sample/09.txt")), read_kitti_poses(_real("kitti-odometry-sample/10.txt"))
+    p09, p10 = (
+        read_kitti_poses(_real("kitti-odometry-sample/09.txt")),
+        read_kitti_poses(_real("kitti-odometry-sample/10.txt")),
+    )
     assert p09.shape == (1591, 4, 4) and p10.shape == (1201, 4, 4)
     for T in (p09, p10):
         np.testing.assert_allclose(T[0], np.eye(4), atol=1e-5)  # frame 0 is the world frame
