@@ -311,8 +311,9 @@ def write_long_recording(
 
     A part ends at ``max_events`` events, or at the first chunk boundary where its events (13 B each) plus its
     timed items (``item_bytes`` each) reach ``max_bytes``. See the module docstring for part names and how frames /
-    dense maps / poses are assigned. Dense keys must share their timestamps (the store keeps one ``dense_t`` per recording). Returns the stored :class:`Part` s (the caller
-    records ``{name: len(parts)}`` in the ``recording_parts`` store attribute when there are several).
+    dense maps / poses are assigned. Dense keys must share their timestamps (the store keeps one ``dense_t`` per
+    recording). Returns the stored :class:`Part` s (the caller records ``{name: len(parts)}`` in the
+    ``recording_parts`` store attribute when there are several).
     """
     if max_events < 1:
         raise ValueError(f"max_events must be >= 1, got {max_events}")
