@@ -110,6 +110,7 @@ _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--train-list": ("train_list", {"type": Path, "help": "nimagenet: official train list file"}),
     "--val-list": ("val_list", {"type": Path, "help": "nimagenet: official val list file"}),
     "--semantic-classes": ("classes", {"type": int, "choices": (11, 19), "help": "dsec_semantic: 11 or 19"}),
+    "--eval-split": ("eval_split", {"help": "dsec_semantic: split name of the evaluation sequences (default test)"}),
     "--label-subsample": ("label_subsample", {"choices": ("ess", "all"), "help": "dsec_semantic: ESS labels or all"}),
     "--no-rectify": ("rectify", {"action": "store_false", "default": None, "help": "dsec*: keep raw coordinates"}),
     "--channel-order": ("channel_order", {"choices": ("rgb", "bgr"), "help": "dsec_flow: PNG channel order"}),

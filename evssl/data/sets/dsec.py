@@ -29,7 +29,8 @@ folders (split = that folder's name unless a data-set split table says otherwise
 A (ESS) ``<seq>/semantic/[left/]{11,19}classes/data/*.png`` + ``<seq>/semantic/timestamps.txt``; B (the download,
 as ECDDP reads it) ``<seq>/{11,19}classes/*.png`` + ``<seq>/<seq>_semantic_timestamps.txt``. Split: ECDDP's table
 (train ``zurich_city_{00,01,02,04,05,06,07,08}_a``, test ``zurich_city_13_a, 14_c, 15_a``), else the parent
-folder. ``label_subsample="ess"`` (default) keeps the labels ESS / ECDDP evaluate: the first
+folder; ``eval_split`` renames the test split (``"val"`` for configs that validate on it).
+``label_subsample="ess"`` (default) keeps the labels ESS / ECDDP evaluate: the first
 ``(remove_time_window // 100 + 1) * 2`` (= 6 at 250 ms) are dropped (too few events before them) and then every
 second one (10 Hz); ``"all"`` keeps every label.
 
@@ -281,6 +282,7 @@ def convert_dsec_semantic(
     *,
     classes: int = 11,
     label_subsample: str = "ess",
+    eval_split: str = "test",
     rectify: bool = True,
     max_events: int = DEFAULT_MAX_EVENTS,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -313,6 +315,7 @@ def convert_dsec_semantic(
             ]
             ev = _events(seq, rectify, SEMANTIC_HEIGHT)
             split = SEMANTIC_SPLIT.get(seq.name, folder_split)
+            split = eval_split if split == "test" else split
             got = write_long_recording(
                 w,
                 seq.name,

@@ -98,8 +98,10 @@ def test_dsec_semantic_crop_and_ess_labels(tmp_path, layout):
     np.testing.assert_array_equal(keep, [6, 8, 10])  # (250 // 100 + 1) * 2 = 6 dropped, then every second one
     np.testing.assert_array_equal(s.dense_times(0), ts[keep])
     np.testing.assert_array_equal(s.dense(0, "semantic"), labels[keep])
-    everything = EventStore(convert_dataset("dsec_semantic", tmp_path, tmp_path / "all.h5", label_subsample="all"))
-    assert len(everything.dense_times(0)) == 12
+    everything = EventStore(
+        convert_dataset("dsec_semantic", tmp_path, tmp_path / "all.h5", label_subsample="all", eval_split="val")
+    )
+    assert len(everything.dense_times(0)) == 12 and everything.splits[0] == "val"
 
 
 def test_dsec_semantic_bad_label_png(tmp_path):
