@@ -174,12 +174,18 @@ def run_dataset_convert(args: argparse.Namespace) -> int:
             f"evssl convert --dataset {args.dataset}: give exactly one ROOT folder, got {args.sources}", file=sys.stderr
         )
         return 2
-    key, spec = _spec(args.dataset)
+    try:
+        key, spec = _spec(args.dataset)
+    except ValueError as e:
+        print(f"evssl convert: {e}", file=sys.stderr)
+        return 2
     opts = dataset_options(args)
     fn_params = inspect.signature(spec.function()).parameters
-    dropped = [k for k in ("sensor_size", "progress") if k in opts and k not in fn_params]
-    for k in dropped:
-        opts.pop(k)
+    for k in ("sensor_size", "progress"):
+        if k in opts and k not in fn_params:
+            opts.pop(k)
+            if k == "sensor_size":
+                print(f"evssl convert --dataset {key}: --sensor-size ignored (fixed by the data set)", file=sys.stderr)
     t0 = time.perf_counter()
     try:
         out = convert_dataset(key, args.sources[0], args.out, **opts)

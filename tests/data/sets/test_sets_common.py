@@ -131,3 +131,14 @@ def test_registry_rejects_unknown_names_and_options(tmp_path):
         convert_dataset("nope", tmp_path, tmp_path / "o.h5")
     with pytest.raises(TypeError, match="takes no option 'bogus'"):
         convert_dataset("ncars", tmp_path, tmp_path / "o.h5", bogus=1)
+
+
+def test_cli_dataset_errors_are_one_line(tmp_path, capsys):
+    from evssl.events.convert import main_convert
+
+    rc = main_convert(["--dataset", "ncars", str(tmp_path / "missing"), "--out", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "missing folder for split 'train'" in err and str(tmp_path / "missing") in err
+    assert main_convert(["--dataset", "nope", str(tmp_path), "--out", str(tmp_path / "o.h5")]) == 2
+    assert "unknown data set 'nope'" in capsys.readouterr().err
+    assert main_convert(["--dataset", "ncars", "a", "b", "--out", str(tmp_path / "o.h5")]) == 2
