@@ -18,7 +18,8 @@ image index.
 
 **EV-SegNet release** (``<root>/{train,test}/{events,labels}/``, files paired by **sorted order**): the events are
 pre-computed (H, W, C) float tensors (the first 6 channels are EV-SegNet's encoding: per polarity a histogram, the
-mean and the standard deviation of the normalised timestamps), not events, so they cannot go into an event store;
+mean and the standard deviation of the normalised timestamps, by the paper; the channel order is not stated in its
+code), not events, so they cannot go into an event store;
 :func:`read_evsegnet_split` returns the paired arrays (channels first, ``(6, H, W)``) and labels for a tensor
 pipeline.
 """

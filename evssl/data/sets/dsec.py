@@ -42,7 +42,9 @@ order** (the DSEC checker reads with ``imageio``'s PNG-FI; OpenCV returns BGR an
 ``flow`` (2, 480, 640) float32 at ``dense_t = from_us``, **NaN where invalid** (the dense tasks treat non-finite flow
 as invalid); the ``to_us`` of every map is in the store attribute ``flow_to_us`` (by recording name). A file whose
 third channel is not 0/1 while its first is (a BGR-written PNG) is an error unless ``channel_order="bgr"``.
-Sequences without flow files (the test split) get events only.
+Sequences without flow files (the test split) get events only; their ``test_forward_flow_timestamps.csv``
+(``from_us, to_us, file_index``), when present, goes into the store attribute ``flow_test_requests`` (by sequence) so
+predictions can be written as ``<seq>/<file_index:06d>.png`` for the benchmark.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ SEMANTIC_CLASSES = {
         "wall",
         "traffic sign",
     ),
-    19: (
+    19: (  # the Cityscapes trainId order (the ESS / ECDDP loaders only switch the folder; names not in their code)
         "road",
         "sidewalk",
         "building",
@@ -408,12 +410,16 @@ def convert_dsec_flow(
     seqs = _sequences(Path(root))
     parts: dict[str, int] = {}
     to_us: dict[str, list[int]] = {}
+    requests: dict[str, list[list[int]]] = {}
     with StoreWriter(out, **writer_kwargs(options)) as w:
         for seq, split in seqs:
             found = _flow_files(seq, direction)
             timed: list[Timed] = []
             if found is None:
                 log.info("DSEC-Flow: %s has no %s flow; events only", seq, direction)
+                req = seq / "test_forward_flow_timestamps.csv"
+                if req.is_file():
+                    requests[seq.name] = read_int_lines(req, 3).tolist()
             else:
                 pngs, pairs = found
 
@@ -444,6 +450,7 @@ def convert_dsec_flow(
             flow_direction=direction,
             flow_invalid="nan",
             flow_to_us=to_us,
+            flow_test_requests=requests,
             rectified=bool(rectify),
             recording_parts=parts,
         )

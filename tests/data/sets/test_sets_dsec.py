@@ -143,6 +143,16 @@ def test_dsec_flow_decode_and_store(tmp_path):
     np.testing.assert_array_equal(got[:, 1][valid], flows[:, 1][valid])
     np.testing.assert_array_equal(s.dense_times(0), [a for a, _ in pairs])
     assert s.attrs["flow_to_us"]["thun_00_a"] == [b for _, b in pairs]
+    # a test sequence: events only, and its benchmark requests (from, to, file index) kept
+    seq = tmp_path / "test" / "interlaken_00_b"
+    write_dsec_events(seq / "events/left", *_events(rng, 500), T_OFFSET, shift_rectify_map(0.0, 0.0))
+    (seq / "test_forward_flow_timestamps.csv").write_text(
+        "# from_timestamp_us, to_timestamp_us, file_index\n" + f"{T_OFFSET + 1000}, {T_OFFSET + 101000}, 820\n"
+    )
+    s = EventStore(convert_dataset("dsec_flow", tmp_path, tmp_path / "o2.h5"))
+    i = s.index_of("interlaken_00_b")
+    assert s.splits[i] == "test" and not s.info(i).has_dense
+    assert s.attrs["flow_test_requests"]["interlaken_00_b"] == [[T_OFFSET + 1000, T_OFFSET + 101000, 820]]
 
 
 def test_dsec_flow_bgr_pitfall(tmp_path):
