@@ -192,3 +192,20 @@ def test_ddd17_evsegnet_release_pairs_by_sorted_order(tmp_path):
     np.testing.assert_array_equal(y, labels)
     with pytest.raises(DatasetError, match="EV-SegNet release"):
         convert_dataset("ddd17", tmp_path, tmp_path / "o.h5")
+
+
+def test_real_tartanair_pose_file_through_the_converter(tmp_path):
+    from sets_fixtures import REAL_DATA
+
+    src = REAL_DATA / "tartanair-sample" / "pose_gt.txt"
+    if not src.is_file():
+        pytest.skip(f"{src} not found (set EVSSL_REAL_DATA to shared/real-data)")
+    traj = tmp_path / "abandonedfactory" / "Easy" / "P001"
+    traj.mkdir(parents=True)
+    (traj / "pose_left.txt").symlink_to(src)  # a layout, never a copy
+    s = EventStore(convert_dataset("tartanair", tmp_path, tmp_path / "o.h5"))
+    pm, pt = s.poses(0)
+    raw = np.loadtxt(src)
+    assert pm.shape == (734, 4, 4) and s.splits[0] == "train"
+    np.testing.assert_allclose(pm[:, :3, 3], raw[:, :3])
+    np.testing.assert_array_equal(pt, np.arange(734) * 1_000_000)
