@@ -321,7 +321,7 @@ class EventDataModule(LightningDataModule):
         own = np.flatnonzero(meta.splits == self.val_split) if self.val_split else np.zeros(0, np.int64)
         if self.val_split is None or self.sources["val"]:
             return idx, np.zeros(0, np.int64), what, ""
-        if len(own) and src.split is None:
+        if len(own) and src.split != self.val_split:
             return idx, own, what, f"split {self.val_split!r}"
         if self.val_fraction <= 0:
             return idx, np.zeros(0, np.int64), what, ""

@@ -108,6 +108,15 @@ def test_train_and_test_from_different_stores_and_lists(tmp_path):
         dm3.test_dataloader()
 
 
+def test_a_store_with_its_own_val_split_keeps_it(tmp_path):
+    a = _store(tmp_path / "a.h5", 10, ["train"] * 7 + ["val"] * 3)
+    for spec in (str(a), f"{a}:train"):
+        dm = _dm(train=spec)
+        dm.setup("fit")
+        assert len(dm.datasets["train"]) == 7 and len(dm.datasets["val"]) == 3
+        assert "automatic" not in dm.describe()
+
+
 def test_stores_with_different_class_lists_are_refused(tmp_path):
     a = _store(tmp_path / "a.h5", 4, "train")
     c = _store(tmp_path / "c.h5", 4, "test", classes=("car", "background"))
