@@ -56,8 +56,12 @@ def _cfg(tmp_path: Path, name: str, model: dict, data: dict) -> Path:
     return path
 
 
-def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_path, capsys, monkeypatch):
+def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_path, capsys, caplog, monkeypatch):
+    import logging
+
     from evssl.cli import main
+
+    caplog.set_level(logging.INFO)
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     _ncars_tree(tmp_path / "ncars")
@@ -72,10 +76,10 @@ def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_
         {"class_path": "tests.helpers.TinyBYOL", "init_args": {"backbone": tiny}},
         {"train": str(train), "labels": "ignore"},
     )
-    capsys.readouterr()
+    caplog.clear()
     assert main(["fit", "--config", str(pre)]) == 0
-    err = capsys.readouterr().err
-    assert "labels: ignore" in err and "automatic 0.1 of split 'train'" in err  # the logged data plan
+    log = caplog.text
+    assert "labels: ignore" in log and "automatic 0.1 of split 'train'" in log  # the logged data plan
     ckpt = next((tmp_path / "runs" / "pre").rglob("*.ckpt"))
     assert main(["export", str(ckpt), "--out", str(tmp_path / "bb.pt")]) == 0
     probe_model = {
@@ -86,9 +90,10 @@ def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_
     assert main(["fit", "--config", str(probe)]) == 0
     pckpt = next((tmp_path / "runs" / "probe").rglob("*.ckpt"))
     capsys.readouterr()
+    caplog.clear()
     assert main(["test", "--config", str(probe), "--ckpt_path", str(pckpt), "--data.init_args.test", str(test)]) == 0
     captured = capsys.readouterr()
-    assert "test: test.h5 split 'test' (16 recordings)" in captured.err
+    assert "test: test.h5 split 'test' (16 recordings)" in caplog.text
     line = [ln for ln in captured.out.splitlines() if "test/acc" in ln]
     assert line, captured.out[-2000:]
     acc = float(line[0].split()[-1])
