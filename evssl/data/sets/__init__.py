@@ -121,6 +121,8 @@ _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--depth-key": ("depth_key", {"help": "mvsec: depth_image_rect (default) or depth_image_raw"}),
     "--poses": ("poses", {"help": "mvsec: pose (default), odometry or none"}),
     "--sequences": ("sequences", {"nargs": "+", "help": "mvsec: sequence names to convert"}),
+    "--per-chunk": ("per_chunk", {"action": "store_true", "help": "tartanair: one recording per chunk file"}),
+    "--pair-list": ("pair_list", {"type": Path, "help": "tartanair: ECDDP's file_path.txt (chunks to keep)"}),
     "--pose-frame": ("pose_frame", {"choices": ("ned", "camera"), "help": "tartanair: pose axes"}),
     "--index-window": ("index_window", {"choices": ("10ms", "50ms", "250ms"), "help": "ddd17: index file"}),
     "--max-events": ("max_events", {"type": int, "help": "long recordings: events per stored part"}),

@@ -18,7 +18,10 @@ the file lost; the worst float32 step of a store is recorded in the attribute ``
 when > 1 µs). Polarity is taken as -1/+1, or 0/1 when the file holds 0 (a v2e version that writes 0/1); mixing
 both in one trajectory is an error.
 
-A TartanAir trajectory without events gives a recording with no events but its depth and poses. Sensor 480x640,
+``per_chunk=True`` writes one recording per chunk file (``<traj>/<i:06d>``, with frame ``i``'s depth and pose), so a
+1-s window is exactly ECDDP's training sample; ``pair_list`` (ECDDP's ``file_path.txt``) keeps only the chunks it
+lists (its generator leaves out chunks under 100 KiB and ``000000_000001``). A TartanAir trajectory without events
+gives a recording with no events but its depth and poses. Sensor 480x640,
 intrinsics fx = fy = 320, cx = 320, cy = 240 (stored per recording). Split: ECDDP ``data/ETartanAir_dataset.py``'s
 scene table (test = hospital, gascola, neighborhood; the 15 listed scenes train), else ``""``.
 """
@@ -113,33 +116,60 @@ def chunk_files(traj: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def etartanair_chunks(traj: Path, chunk: int = READ_CHUNK, steps: list[float] | None = None) -> Iterator[Events]:
+def read_chunk(path: Path, pol: _Polarity | None = None, steps: list[float] | None = None) -> Events:
+    """One E-TartanAir chunk file (x, y uint16, p int8, t float32 µs) as schema events; errors name file and key."""
+    pol = pol if pol is not None else _Polarity()
+    with h5py.File(path, "r") as f:
+        cols = {key: check_array(need_key(f, key, path), path, key, ndim=1)[...] for key in ("x", "y", "p", "t")}
+    lens = {k: len(v) for k, v in cols.items()}
+    if len(set(lens.values())) != 1:
+        raise DatasetError(f"{path}: x, y, p, t have different lengths {lens}")
+    check_array(cols["t"], path, "t", kinds="fiu")
+    if steps is not None and cols["t"].dtype == np.float32 and len(cols["t"]):
+        steps.append(float(np.spacing(np.abs(cols["t"]).max())))
+    p, mode = pol(cols["p"], f"{path}:p")
+    t = float32_times_to_us(cols["t"])
+    return Events.from_arrays(cols["x"], cols["y"], t, p, HEIGHT, WIDTH, polarity=mode, source=str(path))
+
+
+def read_pair_list(path: PathLike) -> set[str]:
+    """The chunks ECDDP trains on: the second path of every ``<prev_chunk> <chunk>`` line of ``file_path.txt``
+    (its ``get_file_path.py`` already left out chunks under 100 KiB and ``000000_000001``), as posix strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing E-TartanAir pair list (file_path.txt)")
+    out = set()
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        parts = raw.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise DatasetError(f"{path}:{lineno}: expected '<prev_chunk> <chunk>', got {raw!r}")
+        out.add(Path(parts[1]).as_posix())
+    return out
+
+
+def _listed(name: str, chunk: Path, listed: set[str] | None) -> bool:
+    if listed is None:
+        return True
+    tail = f"{name}/event_left/{chunk.name}"
+    return any(p == tail or p.endswith("/" + tail) for p in listed)
+
+
+def etartanair_chunks(
+    traj: Path,
+    chunk: int = READ_CHUNK,
+    steps: list[float] | None = None,
+    listed: set[str] | None = None,
+    name: str = "",
+) -> Iterator[Events]:
     """Event chunks of a trajectory (chunk files, or ``event_left.h5``); empty when it has none."""
     pol = _Polarity()
     files = chunk_files(traj) if (traj / "event_left").is_dir() else []
     if files:
         for _, path in files:
-            with h5py.File(path, "r") as f:
-                cols = {}
-                for key in ("x", "y", "p", "t"):
-                    cols[key] = check_array(need_key(f, key, path), path, key, ndim=1)[...]
-                lens = {k: len(v) for k, v in cols.items()}
-                if len(set(lens.values())) != 1:
-                    raise DatasetError(f"{path}: x, y, p, t have different lengths {lens}")
-                check_array(cols["t"], path, "t", kinds="fiu")
-                if steps is not None and cols["t"].dtype == np.float32 and len(cols["t"]):
-                    steps.append(float(np.spacing(np.abs(cols["t"]).max())))
-                p, mode = pol(cols["p"], f"{path}:p")
-                yield Events.from_arrays(
-                    cols["x"],
-                    cols["y"],
-                    float32_times_to_us(cols["t"]),
-                    p,
-                    HEIGHT,
-                    WIDTH,
-                    polarity=mode,
-                    source=str(path),
-                )
+            if _listed(name, path, listed):
+                yield read_chunk(path, pol, steps)
         return
     whole = traj / "event_left.h5"
     if whole.is_file():
@@ -210,6 +240,8 @@ def convert_tartanair(
     depth: bool = True,
     poses: bool = True,
     pose_frame: str = "ned",
+    per_chunk: bool = False,
+    pair_list: PathLike | None = None,
     max_events: int = DEFAULT_MAX_EVENTS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = False,
@@ -218,6 +250,7 @@ def convert_tartanair(
     """Convert E-TartanAir / TartanAir trajectories; see the module docstring."""
     root = Path(root)
     trajs = trajectories(root)
+    listed = read_pair_list(pair_list) if pair_list is not None else None
     parts: dict[str, int] = {}
     steps: list[float] = []
     with StoreWriter(out, **writer_kwargs(options)) as w:
@@ -233,10 +266,13 @@ def convert_tartanair(
                 )
             scene = name.split("/")[0]
             split = "train" if scene in TRAIN_SCENES else "test" if scene in TEST_SCENES else ""
+            if per_chunk and (traj / "event_left").is_dir():
+                _write_chunks(w, traj, name, timed, split, listed, steps)
+                continue
             got = write_long_recording(
                 w,
                 name,
-                etartanair_chunks(traj, steps=steps),
+                etartanair_chunks(traj, steps=steps, listed=listed, name=name),
                 timed=timed,
                 max_events=max_events,
                 max_bytes=max_bytes,
@@ -254,7 +290,34 @@ def convert_tartanair(
             sensor_size=[HEIGHT, WIDTH],
             frame_period_us=FRAME_US,
             pose_frame=pose_frame,
+            recording_per_chunk=bool(per_chunk),
+            pair_list=None if pair_list is None else str(pair_list),
             float32_time_step_us=step,
             recording_parts=parts,
         )
     return Path(out)
+
+
+def _write_chunks(
+    w: StoreWriter,
+    traj: Path,
+    name: str,
+    timed: list[Timed],
+    split: str,
+    listed: set[str] | None,
+    steps: list[float],
+) -> None:
+    """One recording per chunk file (``<traj>/<i:06d>``; ECDDP's sample = one chunk), with the frame-``i`` depth and
+    pose (at ``i * 1e6`` µs) when the trajectory has them."""
+    pol = _Polarity()
+    for i, path in chunk_files(traj):
+        if not _listed(name, path, listed):
+            continue
+        ev = read_chunk(path, pol, steps)
+        extra: dict[str, Any] = {}
+        for tm in timed:
+            sel = np.flatnonzero(tm.t == i * FRAME_US)
+            if len(sel):
+                key_t = "pose_t" if tm.key == "poses" else "dense_t"
+                extra[tm.key], extra[key_t] = tm.load(sel), tm.t[sel]
+        w.add(ev, name=f"{name}/{i:06d}", split=split, source=str(path), intrinsics=INTRINSICS, **extra)

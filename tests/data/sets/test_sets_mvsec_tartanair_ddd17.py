@@ -125,6 +125,25 @@ def test_etartanair_float32_timestamps(tmp_path):
     np.testing.assert_array_equal(s.intrinsics(0), [[320, 0, 320], [0, 320, 240], [0, 0, 1]])
 
 
+def test_etartanair_one_recording_per_chunk_and_pair_list(tmp_path):
+    traj = tmp_path / "hospital" / "Easy" / "P000"
+    truth, depth = _write_etartanair(traj, np.random.default_rng(5), chunks=(0, 1, 2))
+    s = EventStore(convert_dataset("tartanair", tmp_path, tmp_path / "o.h5", per_chunk=True))
+    assert s.names.tolist() == [f"hospital/Easy/P000/{i:06d}" for i in (0, 1, 2)]
+    for k in range(3):
+        np.testing.assert_array_equal(s.events(k).t, np.rint(truth[k][2].astype(np.float64)).astype(np.int64))
+        np.testing.assert_array_equal(s.dense(k, "depth"), depth[k : k + 1])  # frame k's depth, at k * 1e6 µs
+        assert s.poses(k)[1].tolist() == [k * 1_000_000]
+    # ECDDP's pair list: '<prev> <chunk>' lines; only the listed chunks are kept
+    base = "/data/ETartanAir/hospital/Easy/P000/event_left"
+    (tmp_path / "file_path.txt").write_text(f"{base}/000000_000001_event.hdf5 {base}/000001_000002_event.hdf5\n")
+    s = EventStore(convert_dataset("tartanair", tmp_path, tmp_path / "p.h5", pair_list=tmp_path / "file_path.txt"))
+    np.testing.assert_array_equal(s.events(0).t, np.rint(truth[1][2].astype(np.float64)).astype(np.int64))
+    (tmp_path / "bad.txt").write_text("only_one_path\n")
+    with pytest.raises(DatasetError, match=r"bad.txt:1: expected '<prev_chunk> <chunk>'"):
+        convert_dataset("tartanair", tmp_path, tmp_path / "q.h5", pair_list=tmp_path / "bad.txt")
+
+
 def test_tartanair_without_events_and_bad_depth(tmp_path):
     traj = tmp_path / "office" / "Hard" / "P001"
     traj.mkdir(parents=True)
