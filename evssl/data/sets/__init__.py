@@ -107,6 +107,7 @@ _FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "--num-classes": ("num_classes", {"type": int, "help": "nimagenet: keep the first K sorted wnids (mini: 100)"}),
     "--classes-file": ("classes_file", {"type": Path, "help": "nimagenet: wnids to keep, one per line"}),
     "--label-map": ("label_map", {"type": Path, "help": "nimagenet: official label map ('<idx> <wnid> ...')"}),
+    "--val-folder": ("val_folder", {"help": "nimagenet: validation folder (default extracted_val; variants)"}),
     "--train-list": ("train_list", {"type": Path, "help": "nimagenet: official train list file"}),
     "--val-list": ("val_list", {"type": Path, "help": "nimagenet: official val list file"}),
     "--semantic-classes": ("classes", {"type": int, "choices": (11, 19), "help": "dsec_semantic: 11 or 19"}),

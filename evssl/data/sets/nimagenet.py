@@ -19,6 +19,8 @@ set; N-ImageNet has no separate test split).
 Mini subsets: ``num_classes=K`` keeps the first K sorted wnids, as the official ``trim_class_count`` option (the
 100-class setting); ``classes_file`` keeps the wnids listed in a file (one per line, e.g. a published mini-N-ImageNet
 class list) in sorted order; ``max_per_class`` caps the files per class and split (spread evenly over sorted names).
+``val_folder`` reads another validation folder (the N-ImageNet robustness variants, e.g. a brightness or motion
+variant's extracted folder) under the same class index.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def scan_nimagenet(
     num_classes: int | None = None,
     classes_file: PathLike | None = None,
     max_per_class: int | None = None,
+    val_folder: str = "extracted_val",
 ) -> tuple[list[FileItem], list[str]]:
     """The :class:`FileItem` list and the class names (sorted wnids) of an N-ImageNet tree."""
     root = Path(root)
@@ -91,7 +94,8 @@ def scan_nimagenet(
         if lists[split] is not None:
             files[split] = _list_paths(Path(lists[split]))  # type: ignore[arg-type]
         else:
-            d = need_dir(root / SPLIT_DIRS[split], f"N-ImageNet {split} split")
+            folder = val_folder if split == "val" else SPLIT_DIRS[split]
+            d = need_dir(root / folder, f"N-ImageNet {split} split")
             files[split] = sorted(d.glob("*/*.npz"))
         if not files[split]:
             raise DatasetError(f"{root}: no .npz files for split {split!r}")
@@ -129,7 +133,7 @@ def scan_nimagenet(
                 try:
                     name = p.relative_to(root).as_posix()
                 except ValueError:
-                    name = f"{SPLIT_DIRS[split]}/{wnid}/{p.name}"
+                    name = f"{val_folder if split == 'val' else SPLIT_DIRS[split]}/{wnid}/{p.name}"
                 items.append(FileItem(p, name, index[wnid], split))
     return items, wnids
 
@@ -145,6 +149,7 @@ def convert_nimagenet(
     num_classes: int | None = None,
     classes_file: PathLike | None = None,
     max_per_class: int | None = None,
+    val_folder: str = "extracted_val",
     progress: bool = False,
     **options: Any,
 ) -> Path:
@@ -158,6 +163,7 @@ def convert_nimagenet(
         num_classes=num_classes,
         classes_file=classes_file,
         max_per_class=max_per_class,
+        val_folder=val_folder,
     )
     attrs = {"dataset": "nimagenet", "sensor_size": list(NIMAGENET_SIZE), "num_classes": len(classes)}
     return write_file_items(

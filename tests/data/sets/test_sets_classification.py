@@ -172,6 +172,12 @@ def test_nimagenet_fixture_class_index_and_mini(tmp_path):
     (tmp_path / "label_map.txt").write_text("".join(f"{k} {w} name\n" for k, w in enumerate(wnids)))
     lm = EventStore(convert_dataset("nimagenet", tmp_path, tmp_path / "l.h5", label_map=tmp_path / "label_map.txt"))
     assert lm.classes == sorted(wnids)
+    # a validation variant folder under the same class index
+    import shutil
+
+    shutil.copytree(tmp_path / "extracted_val", tmp_path / "extracted_val_variant")
+    var = EventStore(convert_dataset("nimagenet", tmp_path, tmp_path / "v.h5", val_folder="extracted_val_variant"))
+    assert sum(n.startswith("extracted_val_variant/") for n in var.names) == 6 and var.classes == sorted(wnids)
 
 
 def test_nimagenet_missing_key_names_file_and_key(tmp_path):
