@@ -366,19 +366,6 @@ def write_long_recording(
     return parts
 
 
-def h5_event_chunks(
-    n: int,
-    read: Callable[[int, int], Events],
-    chunk: int = READ_CHUNK,
-) -> Iterable[Events]:
-    """Yield ``read(a, b)`` over ``[0, n)`` in steps of ``chunk`` (one empty read when ``n == 0``)."""
-    if n == 0:
-        yield read(0, 0)
-        return
-    for a in range(0, n, chunk):
-        yield read(a, min(a + chunk, n))
-
-
 def writer_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`StoreWriter` options among converter options."""
     return {k: options[k] for k in ("compression", "clevel", "chunk_events") if options.get(k) is not None}
