@@ -19,6 +19,14 @@ from torch.utils.data import DataLoader
 from evssl.data.collate import Collate
 from evssl.data.datasets import EpochSampler, StoreDataset
 from evssl.data.samplers import ClassificationWindow, WindowSampler
+from evssl.data.sources import (
+    ConcatStoreDataset,
+    DropLabels,
+    StoreSource,
+    auto_val_split,
+    first_class_difference,
+    parse_sources,
+)
 from evssl.events.representations import Representation, VoxelGrid
 
 __all__ = ["ApplyRepresentations", "EventDataModule", "StoreMeta"]
@@ -82,6 +90,22 @@ class EventDataModule(LightningDataModule):
         drop_last: drop the last incomplete training batch (ignored when a rank has fewer items than one batch).
         windows_per_recording: items per recording in every split (many windows of long sequences).
         split_fractions: (train, val, test) fractions for stores without a split column.
+        train, val, test: per-stage sources that override ``source``: a store path, ``"path:split"``, or a list of
+            them (the stage reads the recordings of all of them). A source without ``:split`` reads the stage's
+            split name (``train_split`` / ``val_split`` / ``test_split``) when the store has it, else every recording
+            of a store with at most one split name (a train-only or unsplit store); otherwise it is an error listing
+            the store's splits. Metadata (classes, sensor size, ``num_classes``) come from the first store of
+            ``train``, else ``val``, else ``test``, else ``source``; labelled stores must share one class list
+            (the error names the first difference).
+        val_fraction: **automatic validation split** when no ``val`` source is given and the training store(s)
+            have no ``val_split``: this fraction of the training recordings of every training store, stratified by
+            label and seeded by ``seed`` (:func:`~evssl.data.sources.auto_val_split`), is held out of training and
+            used for validation; logged at setup. ``0`` = no validation.
+        labels: ``"use"`` (default): samples carry each store's ``"label"`` (and dense ground truth when the
+            sampler reads it); pre-training methods feed it only to their online probe, on detached features.
+            ``"ignore"``: label-free pre-training from a labelled store: no label key (``label``, ``semantic``,
+            ``flow``, ``depth``) reaches the model and ``num_classes`` is 0, so no online probe is built. Setup logs
+            which labels are used.
 
     Epoch handling: samples are keyed by ``(seed, epoch, recording, window)`` and the epoch travels with the indices
     (:class:`~evssl.data.datasets.EpochSampler`), so results are identical for any ``num_workers``, across ranks
@@ -108,8 +132,17 @@ class EventDataModule(LightningDataModule):
         drop_last: bool = True,
         windows_per_recording: int = 1,
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        train: str | list[str] | None = None,
+        val: str | list[str] | None = None,
+        test: str | list[str] | None = None,
+        val_fraction: float = 0.1,
+        labels: str = "use",
     ) -> None:
         super().__init__()
+        if labels not in ("use", "ignore"):
+            raise ValueError(f"labels must be 'use' or 'ignore', got {labels!r}")
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if representation_on not in ("device", "worker"):
             raise ValueError(f"representation_on must be 'device' or 'worker', got {representation_on!r}")
         if batch_size < 1:
@@ -132,8 +165,18 @@ class EventDataModule(LightningDataModule):
         self.drop_last = bool(drop_last)
         self.windows_per_recording = int(windows_per_recording)
         self.split_fractions = tuple(float(f) for f in split_fractions)
+        self.sources: dict[str, list[StoreSource]] = {
+            "train": parse_sources(train),
+            "val": parse_sources(val),
+            "test": parse_sources(test),
+        }
+        self.val_fraction = float(val_fraction)
+        self.labels = labels
         self._meta: StoreMeta | None = None
-        self.datasets: dict[str, StoreDataset] = {}
+        self._metas: dict[Path, StoreMeta] = {}
+        self.datasets: dict[str, Any] = {}
+        self.plan: dict[str, list[tuple[Path, np.ndarray, str]]] = {}
+        self._described = False
 
     # ------------------------------------------------------------------ store metadata (no setup needed)
     @property
@@ -145,14 +188,25 @@ class EventDataModule(LightningDataModule):
     def meta(self) -> StoreMeta:
         """Classes, labels, splits and sensor size of the store, read once."""
         if self._meta is None:
-            if self.source == "synthetic":
+            explicit = [src for role in ("train", "val", "test") for src in self.sources[role]]
+            if explicit:
+                path = explicit[0].path
+                what = "data." + next(r for r in ("train", "val", "test") if self.sources[r])
+            elif self.source == "synthetic":
                 from evssl.data.synthetic import synthetic_store
 
-                path = synthetic_store(self.synthetic_size, self.seed, self.cache_dir)
+                path, what = synthetic_store(self.synthetic_size, self.seed, self.cache_dir), "data.source"
             else:
-                path = Path(self.source).expanduser()
-                if not path.exists():
-                    raise FileNotFoundError(f"event store {path} not found (data.source)")
+                path, what = Path(self.source).expanduser(), "data.source"
+            self._meta = self._store_meta(path, what)
+        return self._meta
+
+    def _store_meta(self, path: Path, what: str = "data source") -> StoreMeta:
+        """Metadata of any store (cached)."""
+        path = Path(path)
+        if path not in self._metas:
+            if not path.exists():
+                raise FileNotFoundError(f"event store {path} not found ({what})")
             from evssl.events.io.store import EventStore
 
             store = EventStore(path)
@@ -161,7 +215,7 @@ class EventDataModule(LightningDataModule):
                 if size is None:
                     info = store.info(0) if len(store) else None
                     size = (info.height, info.width) if info is not None else (0, 0)
-                self._meta = StoreMeta(
+                self._metas[path] = StoreMeta(
                     path=path,
                     classes=list(store.classes),
                     labels=np.asarray(store.labels, dtype=np.int64),
@@ -171,12 +225,12 @@ class EventDataModule(LightningDataModule):
                 )
             finally:
                 store.close()
-        return self._meta
+        return self._metas[path]
 
     @property
     def num_classes(self) -> int:
-        """Number of classes of the store (``len(store.classes)``)."""
-        return len(self.meta.classes)
+        """Number of classes of the store (``len(store.classes)``); 0 with ``labels="ignore"``."""
+        return 0 if self.labels == "ignore" else len(self.meta.classes)
 
     @property
     def in_channels(self) -> int:
@@ -195,14 +249,151 @@ class EventDataModule(LightningDataModule):
         return self.meta.sensor_size
 
     def split_indices(self, name: str) -> np.ndarray:
-        """Recording indices of split ``name`` (store split column, or the deterministic fraction split)."""
+        """Recording indices of split ``name`` in the main store (store split column, or the deterministic fraction
+        split); with an automatic validation split (see ``val_fraction``), ``val_split`` is the held-out part of
+        ``train_split`` and ``train_split`` excludes it."""
         splits = self.meta.splits
         if len(splits) and (splits != "").any():
             idx = np.flatnonzero(splits == name)
+            if len(idx) == 0 and name == self.val_split and self._auto_val_applies(self.meta):
+                return self._auto_val(self.meta)[1]
             if len(idx) == 0:
-                raise ValueError(f"split {name!r} not in store {self.meta.path} (has {sorted(set(splits.tolist()))})")
+                hint = ""
+                if name == self.test_split:
+                    hint = "; give a test store with --data.init_args.test PATH[:SPLIT]"
+                raise ValueError(
+                    f"split {name!r} not in store {self.meta.path} (has {sorted(set(splits.tolist()))}){hint}"
+                )
+            if name == self.train_split and self._auto_val_applies(self.meta):
+                return self._auto_val(self.meta)[0]
             return idx
         return self._fraction_split(name)
+
+    # ------------------------------------------------------------------ sources, automatic validation split
+    def _auto_val_applies(self, meta: StoreMeta) -> bool:
+        """No val source, no ``val_split`` in the store, a ``val_fraction`` and a train split to take it from."""
+        if self.sources["val"] or self.val_split is None or self.val_fraction <= 0:
+            return False
+        splits = meta.splits
+        return not (splits == self.val_split).any()
+
+    def _auto_val(self, meta: StoreMeta, train_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(kept training indices, held-out validation indices) of a store's training recordings."""
+        if train_idx is None:
+            train_idx = np.flatnonzero(meta.splits == self.train_split)
+        held = auto_val_split(meta.labels[train_idx], self.val_fraction, self.seed)
+        return train_idx[~held], train_idx[held]
+
+    def _source_indices(self, src: StoreSource, role: str) -> tuple[np.ndarray, str]:
+        """Indices of a source for a stage, and a description of what they are."""
+        meta = self._store_meta(src.path, f"data.{role}")
+        splits = meta.splits
+        names = sorted(set(splits.tolist()) - {""})
+        if src.split is not None:
+            idx = np.flatnonzero(splits == src.split)
+            if not len(idx):
+                raise ValueError(f"split {src.split!r} not in store {src.path} (has {names}) (data.{role})")
+            return idx, f"split {src.split!r}"
+        want = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[role]
+        if want is not None and (splits == want).any():
+            return np.flatnonzero(splits == want), f"split {want!r}"
+        if len(names) <= 1:
+            return np.arange(len(splits)), "all recordings"
+        raise ValueError(
+            f"store {src.path} has splits {names} but not {want!r} (data.{role}); name one as '{src.path}:SPLIT'"
+        )
+
+    def _check_classes(self, path: Path) -> None:
+        if self.labels == "ignore":
+            return
+        a, b = self.meta.classes, self._store_meta(path).classes
+        if a and b:
+            diff = first_class_difference(a, b)
+            if diff is not None:
+                raise ValueError(
+                    f"stores {self.meta.path} and {path} number their classes differently: {diff}; convert both "
+                    "with the same class list, or use labels: ignore"
+                )
+
+    def _train_val_of(self, src: StoreSource) -> tuple[np.ndarray, np.ndarray, str, str]:
+        """(train indices, val indices, descriptions) of an explicit train source with no val source given: the
+        store's own ``val_split`` when it has one, else the automatic held-out part of its training recordings."""
+        idx, what = self._source_indices(src, "train")
+        meta = self._store_meta(src.path, "data.train")
+        own = np.flatnonzero(meta.splits == self.val_split) if self.val_split else np.zeros(0, np.int64)
+        if self.val_split is None or self.sources["val"]:
+            return idx, np.zeros(0, np.int64), what, ""
+        if len(own) and src.split != self.val_split:
+            return idx, own, what, f"split {self.val_split!r}"
+        if self.val_fraction <= 0:
+            return idx, np.zeros(0, np.int64), what, ""
+        kept, held = self._auto_val(meta, idx)
+        return kept, held, f"{what} minus the automatic validation split", f"automatic {self.val_fraction:g} of {what}"
+
+    def _plan(self, role: str) -> list[tuple[Path, np.ndarray, str]]:
+        """``[(store, recording indices, description)]`` of a stage (cached)."""
+        if role in self.plan:
+            return self.plan[role]
+        out: list[tuple[Path, np.ndarray, str]] = []
+        if self.sources[role] and role != "train":
+            out = [(src.path, *self._source_indices(src, role)) for src in self.sources[role]]
+        elif self.sources[role]:  # train: minus an automatic validation split
+            out = [(src.path, tr, wt) for src in self.sources["train"] for tr, _, wt, _ in [self._train_val_of(src)]]
+        elif any(self.sources.values()):
+            if role == "val":
+                out = [(s.path, va, wv) for s in self.sources["train"] for _, va, _, wv in [self._train_val_of(s)]]
+                out = [o for o in out if len(o[1])]
+        else:
+            split = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[role]
+            if split is not None:
+                meta = self.meta
+                labelled_splits = bool(len(meta.splits)) and bool((meta.splits != "").any())
+                what = f"split {split!r}"
+                if labelled_splits and role in ("train", "val") and self._auto_val_applies(meta):
+                    what = (
+                        f"split {self.train_split!r} minus the automatic validation split"
+                        if role == "train"
+                        else f"automatic {self.val_fraction:g} of split {self.train_split!r}"
+                    )
+                elif not labelled_splits:
+                    what = f"fraction split {split!r}"
+                out = [(meta.path, self.split_indices(split), what)]
+        for path, _, _ in out:
+            self._check_classes(path)
+        self.plan[role] = out
+        return out
+
+    def describe(self) -> str:
+        """One line per stage: which stores, splits and how many recordings; and which labels batches carry."""
+        lines = []
+        for role in ("train", "val", "test"):
+            try:
+                plan = self._plan(role)
+            except ValueError as e:
+                lines.append(f"  {role}: not available ({e})")
+                continue
+            if not plan:
+                lines.append(f"  {role}: none")
+                continue
+            parts = [f"{p.name} {w} ({len(i)} recordings)" for p, i, w in plan]
+            lines.append(f"  {role}: " + " + ".join(parts))
+        if any("automatic" in ln for ln in lines):
+            lines.append(
+                f"  automatic validation split: {self.val_fraction:g} of the training recordings, stratified by "
+                f"label, seed {self.seed}, held out of training"
+            )
+        classes = self.meta.classes
+        if self.labels == "ignore":
+            lines.append("  labels: ignore: batches carry no 'label' or dense ground truth (num_classes = 0, no probe)")
+        elif classes:
+            shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+            lines.append(
+                f"  labels: use: batches carry the stores' 'label' ({len(classes)} classes: {shown}); pre-training "
+                "methods train only their online probe on it (detached features); labels: ignore drops it"
+            )
+        else:
+            lines.append("  labels: the store has no classes (unlabelled)")
+        return "evssl data:\n" + "\n".join(lines)
 
     def _fraction_split(self, name: str) -> np.ndarray:
         n = len(self.meta)
@@ -261,18 +452,31 @@ class EventDataModule(LightningDataModule):
             plan.append(("val", self.val_split, False))
         if stage in (None, "test", "predict"):
             plan.append(("test", self.test_split, False))
+        if not self._described:
+            self._described = True
+            from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+            rank_zero_info(self.describe())
         for role, split, train in plan:
-            if split is None or role in self.datasets:
+            if role in self.datasets or (split is None and not self.sources[role]):
                 continue
-            self.datasets[role] = StoreDataset(
-                self.store_path,
-                self.split_indices(split),
-                self.sampler if train else self.eval_sampler,
-                train=train,
-                seed=self.seed,
-                windows_per_recording=self.windows_per_recording,
-                store_id=self.meta.store_id,
-            )
+            parts = [
+                StoreDataset(
+                    path,
+                    idx,
+                    self.sampler if train else self.eval_sampler,
+                    train=train,
+                    seed=self.seed,
+                    windows_per_recording=self.windows_per_recording,
+                    store_id=self._store_meta(path).store_id,
+                )
+                for path, idx, _ in self._plan(role)
+                if len(idx)
+            ]
+            if not parts:
+                continue
+            ds: Any = parts[0] if len(parts) == 1 else ConcatStoreDataset(parts)
+            self.datasets[role] = DropLabels(ds) if self.labels == "ignore" else ds
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -300,6 +504,10 @@ class EventDataModule(LightningDataModule):
             self.setup("fit" if role in ("train", "val") else "test")
         ds = self.datasets.get(role)
         if ds is None:
+            if role == "test" and any(self.sources.values()) and self.test_split is not None:
+                raise ValueError(
+                    "no test data: give it with --data.init_args.test PATH[:SPLIT] (a store, or a list of stores)"
+                )
             return []
         rank, world = self._rank_world()
         sampler = EpochSampler(ds, num_replicas=world, rank=rank, shuffle=train, seed=self.seed)

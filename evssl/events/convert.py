@@ -42,6 +42,7 @@ Command line (wired as ``evssl convert`` by the CLI, also ``python -m evssl.even
     evssl convert data/N-MNIST/Test --out nmnist_test.h5 --split test --classes-from nmnist_train.h5
     evssl convert --list files.txt --out store.h5 --format evt3
     evssl convert extracted_val/ --out nimagenet_val.h5 --split val --embeddings clip_val/
+    evssl convert --dataset ncars data/N-Cars --out ncars.h5      # a data set's own layout (evssl.data.sets)
 """
 
 from __future__ import annotations
@@ -880,6 +881,10 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help="paired image embeddings by file stem: .npz, .pt dict, or a folder of them (ECDP's CLIP features)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # ---- data-set converters (evssl.data.sets): `--dataset NAME ROOT` and their options
+    from evssl.data.sets import add_dataset_arguments
+
+    add_dataset_arguments(parser)
     return parser
 
 
@@ -918,6 +923,10 @@ def size_line(raw_bytes: int, size: int) -> str:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Run ``evssl convert`` from parsed arguments; prints a summary and returns the exit status."""
+    if getattr(args, "dataset", None):  # ---- data-set converters (evssl.data.sets)
+        from evssl.data.sets import run_dataset_convert
+
+        return run_dataset_convert(args)
     if not args.sources and not args.list_file:
         print("evssl convert: error: give source files/folders or --list", file=sys.stderr)
         return 2
