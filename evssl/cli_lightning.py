@@ -29,6 +29,8 @@ def _import_components() -> None:
     import evssl.nn
     import evssl.tasks  # noqa: F401
 
+    evssl.data.import_all()
+
 
 class EvsslCLI(LightningCLI):
     """``LightningCLI`` for any evssl method, task and data module (subclass mode), with linked arguments.
