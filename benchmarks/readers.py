@@ -45,8 +45,10 @@ aedat4  10,075,860         12.2        23.2      15.6          0.78         1.48
 gave evssl/peer 1.45 / 0.97 (EVT 2.0, 1M / 10M), 1.84 / 1.48 (EVT 3.0), 1.00 / 1.33 (``.dat``), 1.70 / 1.26
 (AEDAT 4.0): on this contended machine the 10M EVT 2.0 and the 1M ``.dat`` rows sit at parity within the noise
 (both decodes are memory-bound: ~13 bytes of output per event for evssl, 16 for expelliarmus), the others above it.
-AEDAT 4.0 is bound by python-lz4's frame decompression (~20 ms per 10M events). What changed: the multi-pass numpy decoders became single-pass numba kernels that write the schema columns
-and check every event as they go (:mod:`evssl.events.io._kernels`), the input is read through a cache-resident block
+AEDAT 4.0 is bound by python-lz4's frame decompression (~20 ms per 10M events).
+
+What changed: the multi-pass numpy decoders became single-pass numba kernels that write the schema columns and check
+every event as they go (:mod:`evssl.events.io._kernels`), the input is read through a cache-resident block
 buffer, the columns come from one allocation, and AEDAT 4.0 structs are copied by a kernel per packet.
 """
 
