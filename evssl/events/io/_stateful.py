@@ -1,14 +1,18 @@
 """Driver for the single-pass decoders of :mod:`evssl.events.io._kernels`: whole-file and chunked reads, errors.
 
-A format is described by a :class:`Spec` (its kernel, a fresh state, where the state keeps max x / max y and the
-dropped-word count, the numpy fallback). :func:`read_whole` decodes a file into one set of columns;
+A format is described by a :class:`Spec` (its kernel, its fresh state, the polarity message and the error for a
+stream whose event words were all dropped). :func:`read_whole` decodes a file into one set of columns;
 :func:`open_chunks` yields chunks of exactly ``chunk_events`` events. Both validate as they go (the kernels check
 every event) and raise :class:`~evssl.events.schema.EventFormatError` naming the file, the field, the event index
 (counted from the start of the file) and the byte offset of the word or record.
 
 Sensor size: known before decoding when the caller or the file states it (then every event is checked against it in
-the kernel); otherwise it is chosen afterwards from the largest coordinates, and a chunked read first runs the
-kernel once over the file into a scratch buffer (bounded memory) to find them.
+the kernel); otherwise it is chosen afterwards from the largest coordinates (numpy ``max``), and a chunked read first
+runs the kernel once over the file into a scratch buffer (bounded memory) to find them.
+
+Input: the body is read in blocks into one reused buffer (:data:`WHOLE_BLOCK_ITEMS` for a whole-file read, small
+enough to stay in L2; :data:`BLOCK_ITEMS` for a chunked read), never memory-mapped whole, so a chunked read of a
+large file keeps neither the file nor its decode resident.
 
 numba is required for this path; when it cannot be imported (or compiled) the readers fall back to their numpy
 decoders with a one-time warning (same results, several times slower, whole-file memory).
@@ -63,8 +67,8 @@ class Spec:
 
 @dataclass
 class Source:
-    """The body of a file as fixed-size items (``dtype`` words, ``cols`` per item): whole (memory-mapped) or in
-    blocks read into one reused buffer (so a chunked read does not map, and keep resident, the whole file)."""
+    """The body of a file as fixed-size items (``dtype`` words, ``cols`` per item): in blocks read into one reused
+    buffer (the kernels), or whole and memory-mapped (the numpy reference decoders)."""
 
     path: str
     src: str

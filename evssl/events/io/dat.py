@@ -12,7 +12,7 @@ Layout:
 The 32-bit timestamp wraps every ~71.6 min; each large drop (more than 2**31 µs) counts one wrap, so timestamps stay
 absolute and non-decreasing. Any smaller decrease is an error in the file (reported with its index and offset).
 
-Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.dat_decode`) over the memory-mapped records;
+Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.dat_decode`) over the records (read in blocks);
 :func:`decode_dat` is the numpy restatement (reference for the tests, fallback without numba).
 
 Sensor size (``(height, width)``): the caller's ``sensor_size``, else the header's geometry, else the ATIS array
@@ -55,7 +55,7 @@ EMPTY = "header-only file"
 
 
 def _source(path: PathLike) -> tuple[Source, tuple[int, int] | None]:
-    """The records (memory-mapped, an (N, 2) uint32 array) after the header, and the header's geometry."""
+    """The records after the header (a :class:`Source` of uint32 pairs), and the header's geometry."""
     src = source_name(path)
     lines, pos = read_percent_header(path, src)
     hdr = header_dict(lines)

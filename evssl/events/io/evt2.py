@@ -12,7 +12,7 @@ whose CD words *all* come before any TIME_HIGH (no time base at all) is an error
 by more than half its range the 34-bit counter wrapped (every ~4.8 h) and 2**34 µs is added from there on; a smaller
 step down makes timestamps decrease, which raises naming the event index and byte offset.
 
-Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.evt2_decode`) over the memory-mapped body,
+Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.evt2_decode`) over the body (read in blocks),
 writing and checking the schema columns directly; :func:`decode_evt2` below is the vectorised numpy restatement,
 kept as the reference the tests compare against and as the fallback without numba.
 

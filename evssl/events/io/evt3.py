@@ -19,14 +19,14 @@ Events whose time, y or vector base is not yet known (before the first TIME_HIGH
 dropped; a stream in which that state never arrives (event words, but not one decodable event) is an error naming
 the missing word, not 0 events.
 
-Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.evt3_decode`) over the memory-mapped body,
+Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.evt3_decode`) over the body (read in blocks),
 writing and checking the schema columns directly. The numpy restatement below (:func:`decode_evt3`) is kept as the
 reference the tests compare against and as the fallback without numba. Its vectorised decoding: each state
 variable is forward-filled by looking up, with ``np.searchsorted`` over the
 positions of the words that set it, the last such word before every event word (a vectorised forward fill); the
 vector base x is the last VECT_BASE_X value plus the cumulative 12/8 increments of the vector words since then;
 masks are unpacked to a (words, 16) bit matrix whose flat ``nonzero`` gives the events in stream order.
-The memory-mapped body is decoded in chunks with the state carried between them.
+The numpy decoder takes the memory-mapped body in chunks with the state carried between them.
 
 Sensor size (``(height, width)``): the caller's ``sensor_size``, else the header geometry, else one implied by
 ``% plugin_name`` (gen41 / imx636 = 720x1280), else max + 1.
