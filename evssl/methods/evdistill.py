@@ -313,14 +313,16 @@ class _EvalMixin:
 class EvDistillTeacher(_EvalMixin, LightningModule):
     """EvDistill teacher stage: :math:`\\mathcal L_T = \\mathrm{CE}(T(x_a), y_a)` on labelled frames only.
 
-    The teacher network is ``self.teacher`` (DeepLabV3+ or the recognition variant on ``teacher_backbone``, 3 input
+    The teacher network is ``self.teacher`` (DeepLabV3+ or the recognition variant on ``backbone``, 3 input
     channels); :class:`EvDistill` loads it from this module's checkpoint (``teacher.*`` keys). Batches need
     ``"frame"`` (uint8) and the labels under ``target_key`` (``"semantic"`` / ``"frame_semantic"`` for
     segmentation, ``"label"`` / ``"frame_label"`` for recognition). Metrics: ``val/miou``, ``val/pixel_acc``,
     ``val/iou_<c>`` (or ``val/top1``, ``val/top5``) of the teacher on frames.
 
     Args:
-        teacher_backbone: encoder (e.g. ``ResNet(..., in_chans=3, output_stride=16)``).
+        backbone: the teacher's encoder (e.g. ``ResNet(..., output_stride=16)``). Under the CLI its ``in_chans`` is
+            linked from ``data.in_channels``, so a teacher-stage config sets a 3-channel representation
+            (``VoxelGrid(bins=3)``; the event tensor itself is unused) — or build it in Python with ``in_chans=3``.
         task, num_semantic_classes, num_classes, ignore_index: as :class:`EvDistill`.
         head: DeepLab head sizes. target_key: batch key of the labels (``None`` = by task).
         optimizer, lr, weight_decay, momentum, warmup_epochs, min_lr_ratio: optimisation
@@ -330,7 +332,7 @@ class EvDistillTeacher(_EvalMixin, LightningModule):
 
     def __init__(
         self,
-        teacher_backbone: nn.Module,
+        backbone: nn.Module,
         task: Task = "segmentation",
         num_semantic_classes: int = 11,
         num_classes: int = 0,
@@ -350,7 +352,12 @@ class EvDistillTeacher(_EvalMixin, LightningModule):
         self.n_classes = _classes(task, num_semantic_classes, num_classes)
         self.ignore_index = int(ignore_index)
         self.head_config = head or HeadConfig()
-        self.teacher = _build_net(task, teacher_backbone, self.n_classes, self.head_config)
+        if getattr(backbone, "in_chans", 3) != 3:
+            raise ValueError(
+                f"EvDistillTeacher reads RGB frames: backbone.in_chans must be 3, got {backbone.in_chans} "
+                "(under the CLI, give the data module a 3-channel representation, e.g. VoxelGrid(bins=3))"
+            )
+        self.teacher = _build_net(task, backbone, self.n_classes, self.head_config)
         self.target_key = target_key
         self.optim = {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
                       "warmup_epochs": warmup_epochs, "min_lr_ratio": min_lr_ratio}  # fmt: skip
