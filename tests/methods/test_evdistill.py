@@ -280,3 +280,16 @@ def test_teacher_then_student_then_export_through_the_console_script(tmp_path: P
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     for k, v in teacher_state.items():  # the distillation run kept the loaded teacher unchanged
         assert torch.equal(state[k], v), k
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "experiments" / "evdistill").glob("*.yaml")), ids=lambda p: p.stem)
+def test_paper_and_synthetic_configs_parse(config: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    from evssl.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exc.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["class_path"].rsplit(".", 1)[-1] in ("EvDistill", "EvDistillTeacher")
