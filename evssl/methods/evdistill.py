@@ -190,6 +190,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+def _group(cls: type, value: Any) -> Any:
+    """An option group from ``None`` (defaults), a dict (a checkpoint's hyper-parameters) or an instance."""
+    if value is None:
+        return cls()
+    if isinstance(value, dict):
+        return cls(**value)
+    if not isinstance(value, cls):
+        raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
+    return value
+
+
+def _plain_hparams(module: LightningModule, keys: tuple[str, ...]) -> None:
+    """Option-group dataclasses in ``hparams`` as dicts, so checkpoints load with ``weights_only=True``."""
+    for key in keys:
+        value = module.hparams.get(key)
+        if value is not None and hasattr(value, "__dataclass_fields__"):
+            module.hparams[key] = asdict(value)
+            module._hparams_initial[key] = asdict(value)
+
+
 def resolve_preset(preset: str, bmr: BMRConfig, kd: KDConfig) -> tuple[BMRConfig, KDConfig]:
     """Fill the ``None`` switches of ``bmr`` and ``kd`` from :data:`PRESETS` (explicit values win)."""
     if preset not in PRESETS:
@@ -348,10 +368,11 @@ class EvDistillTeacher(_EvalMixin, LightningModule):
     ) -> None:
         super().__init__()
         save_hparams(self, inspect.currentframe())
+        _plain_hparams(self, ("head",))
         self.task = task
         self.n_classes = _classes(task, num_semantic_classes, num_classes)
         self.ignore_index = int(ignore_index)
-        self.head_config = head or HeadConfig()
+        self.head_config = _group(HeadConfig, head)
         if getattr(backbone, "in_chans", 3) != 3:
             raise ValueError(
                 f"EvDistillTeacher reads RGB frames: backbone.in_chans must be 3, got {backbone.in_chans} "
@@ -481,9 +502,10 @@ class EvDistill(_EvalMixin, PretrainMethod):
         self.n_classes = _classes(task, num_semantic_classes, num_classes)
         self.ignore_index = int(ignore_index)
         self.preset = preset
-        self.head_config = head or HeadConfig()
-        self.bmr, self.kd = resolve_preset(preset, bmr or BMRConfig(), kd or KDConfig())
-        self.loss_config = loss or LossConfig()
+        _plain_hparams(self, ("head", "bmr", "kd", "loss"))
+        self.head_config = _group(HeadConfig, head)
+        self.bmr, self.kd = resolve_preset(preset, _group(BMRConfig, bmr), _group(KDConfig, kd))
+        self.loss_config = _group(LossConfig, loss)
         self.use_event_labels = bool(use_event_labels)
         self.head_lr_scale = float(head_lr_scale)
         self.teacher_checkpoint = teacher_checkpoint
