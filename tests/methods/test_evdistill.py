@@ -293,3 +293,18 @@ def test_paper_and_synthetic_configs_parse(config: Path, capsys: pytest.CaptureF
     assert exc.value.code in (0, None)
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"]["class_path"].rsplit(".", 1)[-1] in ("EvDistill", "EvDistillTeacher")
+
+
+def test_reconstruction_and_mutual_terms_only_where_frames_are_paired() -> None:
+    torch.manual_seed(5)
+    m = method(kd=KDConfig(affinity_nodes=32, mutual_weight=1.0), bmr=BMRConfig(width=4, depth=1, ssim_weight=0.5))
+    unpaired = next(iter(_loader(datamodule())))
+    logs = m.ssl_step(unpaired, 0)
+    assert not {"rec_l1", "rec_ssim", "mutual"} & set(logs) and "cycle_l1" in logs
+    paired = next(iter(_loader(datamodule("paired"))))
+    logs = m.ssl_step(paired, 0)
+    assert {"rec_l1", "rec_ssim", "mutual"} <= set(logs)
+    x_a = paired["frame"].float() / 255
+    xa_hat, xe_hat = m.crafted_pairs(paired["input"].float(), x_a)
+    expected = (xa_hat - x_a).abs().mean() + (xe_hat - paired["input"]).abs().mean()
+    assert logs["rec_l1"].item() == pytest.approx(expected.item(), rel=1e-4)
