@@ -49,8 +49,9 @@ from evssl.data.datamodules import EventDataModule
 from evssl.data.datasets import StoreDataset
 from evssl.events import augment as aug
 from evssl.events.representations import Histogram, VoxelGrid
-from evssl.methods.brave import BraVe, BroadViewSpec, NarrowBroadViews
+from evssl.methods.brave import BraVe, BraVeOptim, BroadViewSpec, NarrowBroadViews
 from evssl.nn.backbones import BasicBlock, ResNet
+from evssl.nn.probe import ProbeConfig
 
 
 def tiny_resnet(in_chans: int, width: int) -> ResNet:
@@ -125,12 +126,12 @@ def make_model(args: argparse.Namespace, dm: EventDataModule) -> BraVe:
         proj_dim=128,
         pred_hidden_dim=args.proj_hidden,
         randconv=not args.no_randconv,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
+        preset=args.preset,
+        optim=BraVeOptim(
+            name=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs
+        ),
         ema_target=args.ema_target,
-        probe_classes=0,
+        probe=ProbeConfig(enabled=False),
     )
 
 
@@ -268,6 +269,12 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16, help="ResNet width (pooled features = 8 x width)")
     p.add_argument("--proj-hidden", type=int, default=1024, help="projector/predictor hidden size (paper: 4096)")
     p.add_argument("--optimizer", default="lars", choices=["lars", "adamw", "sgd"])
+    p.add_argument(
+        "--preset",
+        default="official",
+        choices=["official", "paper"],
+        help="BraVe preset (paper = the pre-v2 behaviour: predictor x10 on the step after LARS)",
+    )
     p.add_argument("--lr", type=float, default=10.0, help="peak LARS lr (paper: 1.0 at batch 512, 300k steps)")
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--warmup-epochs", type=float, default=1.0)

@@ -14,14 +14,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from evssl.methods.base import (
-    OptimizerName,
-    batch_size_of,
-    class_config,
-    configure_optimization,
-    save_hparams,
-)
 from evssl.nn.ema import ema_update_, make_target
+from evssl.optim import OptimConfig, configure_optimization
+from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 
 __all__ = ["Classifier", "adapt_state_dict", "load_backbone_weights"]
 
@@ -120,12 +115,8 @@ class Classifier(LightningModule):
         mode: ``"linear"``, ``"finetune"`` or ``"scratch"``.
         pretrained: path to a backbone state dict written by ``evssl export``; loaded strictly, the input layer is
             adapted when the channel count differs.
-        optimizer: ``"adamw"``, ``"sgd"`` or ``"lars"``.
-        lr: peak learning rate (per 256 samples when ``lr_batch_scale``).
-        weight_decay: weight decay (none on norms, biases and tokens).
-        momentum: SGD/LARS momentum. betas: AdamW betas.
-        warmup_epochs: linear warm-up length in epochs. min_lr_ratio: final lr / peak lr (cosine).
-        lr_batch_scale: ``lr = lr * global_batch / 256``.
+        optim: optimiser, schedule and weight-decay policy (:class:`~evssl.optim.OptimConfig`: AdamW, lr 1e-3,
+            weight decay 0.05 by default).
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         head_batchnorm: a parameter-free BatchNorm before the linear head (MAE / ECDP linear-probe recipe).
         backbone_lr_scale: lr multiplier of the backbone in ``"finetune"`` / ``"scratch"`` mode.
@@ -146,14 +137,7 @@ class Classifier(LightningModule):
         num_classes: int,
         mode: Literal["linear", "finetune", "scratch"] = "finetune",
         pretrained: str | None = None,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: OptimConfig | None = None,
         label_smoothing: float = 0.0,
         head_batchnorm: bool = False,
         backbone_lr_scale: float = 1.0,
@@ -188,14 +172,7 @@ class Classifier(LightningModule):
         self.head = nn.Sequential(norm, nn.Linear(dim, self.num_classes))
         nn.init.trunc_normal_(self.head[1].weight, std=0.01)
         nn.init.zeros_(self.head[1].bias)
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.betas = tuple(betas)
-        self.warmup_epochs = warmup_epochs
-        self.min_lr_ratio = min_lr_ratio
-        self.lr_batch_scale = lr_batch_scale
+        self.optim = as_config(OptimConfig, optim)
         self.label_smoothing = label_smoothing
         self.backbone_lr_scale = backbone_lr_scale
         self.layer_decay = layer_decay
@@ -255,7 +232,7 @@ class Classifier(LightningModule):
         if self.mode != "linear" and self.layer_decay is not None:
             from evssl.nn.backbones import param_groups_lrd
 
-            lrd = param_groups_lrd(self.backbone, self.weight_decay, self.layer_decay)
+            lrd = param_groups_lrd(self.backbone, self.optim.weight_decay, self.layer_decay, policy=self.optim)
             for g in lrd:
                 g["lr_scale"] = g["lr_scale"] * self.backbone_lr_scale
                 g["name"] = f"backbone_{g['name']}"
@@ -264,18 +241,7 @@ class Classifier(LightningModule):
             groups.insert(
                 0, {"name": "backbone", "params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale}
             )
-        return configure_optimization(
-            self,
-            groups,
-            optimizer=self.optimizer_name,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
-            betas=self.betas,
-            warmup_epochs=self.warmup_epochs,
-            min_lr_ratio=self.min_lr_ratio,
-            lr_batch_scale=self.lr_batch_scale,
-        )
+        return configure_optimization(self, groups, self.optim)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """Step the optimizer, then update the model EMA once (once per optimizer step, also under accumulation)."""

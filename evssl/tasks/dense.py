@@ -26,6 +26,7 @@ Pictures (W&B, tolerant of no logger): input | prediction | target for the first
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -37,14 +38,17 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.regression import MeanSquaredError
 
-from evssl.methods.base import OptimizerName, _save_hparams, batch_size_of, class_config, configure_optimization
 from evssl.nn.backbones.unet import ConvNormAct, UNetDecoder, UPerHead
+from evssl.optim import OptimConfig, configure_optimization
 from evssl.tasks.classification import load_backbone_weights
+from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 
 __all__ = [
+    "DenseOptim",
     "DenseTask",
     "DepthEstimation",
     "OpticalFlow",
+    "RegressionOptim",
     "SemanticSegmentation",
     "dice_loss",
     "flow_errors",
@@ -132,6 +136,21 @@ def gradient_matching_loss(log_pred: Tensor, log_target: Tensor, valid: Tensor, 
 
 
 # ========================================================================================================= base
+@dataclass
+class DenseOptim(OptimConfig):
+    """Dense-task default: AdamW, lr 2e-4, weight decay 0.05."""
+
+    lr: float = 2e-4
+
+
+@dataclass
+class RegressionOptim(OptimConfig):
+    """Flow / depth default: AdamW, lr 2e-4, weight decay 1e-4."""
+
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+
+
 class DenseTask(LightningModule):
     """Backbone feature pyramid + multi-scale decoder, prediction at the input resolution.
 
@@ -145,8 +164,8 @@ class DenseTask(LightningModule):
         pool_scales: PPM scales of UPerNet ((1, 2, 3, 6)).
         decoder_norm: ``"bn"``, ``"gn"`` or ``"none"``.
         freeze_backbone: keep the backbone fixed (eval mode, no gradient): a dense probe.
-        optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio, lr_batch_scale: optimisation
-            (:func:`~evssl.methods.base.configure_optimization`, per-step warm-up + cosine).
+        optim: optimiser, schedule and weight-decay policy (:class:`~evssl.optim.OptimConfig`, default
+            :class:`DenseOptim`; flow and depth :class:`RegressionOptim`).
         backbone_lr_scale: lr multiplier of the backbone.
         log_images_every_n_epochs: log input | prediction | target pictures every n epochs (0 = never).
         log_images_num_samples: samples per picture log.
@@ -164,20 +183,13 @@ class DenseTask(LightningModule):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: DenseOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
     ) -> None:
         super().__init__()
-        _save_hparams(self, inspect.currentframe())
+        save_hparams(self, inspect.currentframe())
         channels = getattr(backbone, "feature_channels", None)
         if not channels:
             raise ValueError(f"{type(self).__name__} needs a backbone with feature_channels (a feature pyramid)")
@@ -197,14 +209,7 @@ class DenseTask(LightningModule):
                 rank_zero_warn(f"{type(self).__name__}: freeze_backbone without `pretrained` freezes random weights")
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.betas = tuple(betas)
-        self.warmup_epochs = warmup_epochs
-        self.min_lr_ratio = min_lr_ratio
-        self.lr_batch_scale = lr_batch_scale
+        self.optim = as_config(DenseOptim, optim)
         self.backbone_lr_scale = backbone_lr_scale
         self.log_images_every_n_epochs = int(log_images_every_n_epochs)
         self.log_images_num_samples = int(log_images_num_samples)
@@ -249,19 +254,8 @@ class DenseTask(LightningModule):
             groups.insert(
                 0, {"name": "backbone", "params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale}
             )
-        return configure_optimization(
-            self,
-            groups,
-            optimizer=self.optimizer_name,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
-            betas=self.betas,
-            warmup_epochs=self.warmup_epochs,
-            min_lr_ratio=self.min_lr_ratio,
-            lr_batch_scale=self.lr_batch_scale,
-            exclude=list(self.backbone.parameters()) if self.freeze_backbone else (),
-        )
+        exclude = list(self.backbone.parameters()) if self.freeze_backbone else ()
+        return configure_optimization(self, groups, self.optim, exclude=exclude)
 
     # ----------------------------------------------------------------------------------------- subclass hooks
     def compute_loss(self, batch: dict[str, Any], out: Any) -> dict[str, Tensor]:
@@ -378,14 +372,7 @@ class SemanticSegmentation(DenseTask):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: DenseOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
@@ -394,8 +381,8 @@ class SemanticSegmentation(DenseTask):
             raise ValueError(f"num_semantic_classes must be >= 2, got {num_semantic_classes}")
         super().__init__(
             backbone, num_semantic_classes, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio,
-            lr_batch_scale, backbone_lr_scale, log_images_every_n_epochs, log_images_num_samples,
+            freeze_backbone, optim if optim is not None else DenseOptim(), backbone_lr_scale,
+            log_images_every_n_epochs, log_images_num_samples,
         )  # fmt: skip
         self.num_semantic_classes = int(num_semantic_classes)
         self.ignore_index = int(ignore_index)
@@ -494,22 +481,15 @@ class OpticalFlow(DenseTask):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: RegressionOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
     ) -> None:
         super().__init__(
             backbone, 2, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio,
-            lr_batch_scale, backbone_lr_scale, log_images_every_n_epochs, log_images_num_samples,
+            freeze_backbone, optim if optim is not None else RegressionOptim(), backbone_lr_scale,
+            log_images_every_n_epochs, log_images_num_samples,
         )  # fmt: skip
         self.flow_scale = float(flow_scale)
         self.gamma = float(gamma)
@@ -590,22 +570,15 @@ class DepthEstimation(DenseTask):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: RegressionOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
     ) -> None:
         super().__init__(
             backbone, 1, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio,
-            lr_batch_scale, backbone_lr_scale, log_images_every_n_epochs, log_images_num_samples,
+            freeze_backbone, optim if optim is not None else RegressionOptim(), backbone_lr_scale,
+            log_images_every_n_epochs, log_images_num_samples,
         )  # fmt: skip
         self.si_lambda = float(si_lambda)
         self.gradient_weight = float(gradient_weight)

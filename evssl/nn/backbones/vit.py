@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -477,15 +477,20 @@ def param_groups_lrd(
     layer_decay: float,
     no_weight_decay: Iterable[str] = (),
     num_layers: int | None = None,
+    policy: Any = None,
 ) -> list[dict]:
     """Parameter groups with layer-wise learning-rate decay (BEiT, Bao et al. ICLR 2022; MAE fine-tuning recipe).
 
     Layer ``l`` (0 = patch embedding and tokens, ``i + 1`` = block ``i``, ``depth + 1`` = final norm and any head)
-    gets ``lr_scale = layer_decay ** (depth + 1 - l)``. Norm weights, biases (all 1-D parameters), tokens and
-    positional embeddings get no weight decay. ``model`` may be the ViT or any module containing one (names are
-    matched on ``blocks.<i>.``). Groups are dicts ``{"name", "params", "lr_scale", "weight_decay"}`` as expected by
-    :class:`evssl.methods.base.PretrainMethod` (the optimizer multiplies ``lr`` by ``lr_scale``).
+    gets ``lr_scale = layer_decay ** (depth + 1 - l)``. Which parameters decay is the decision of the one policy,
+    :func:`evssl.optim.decays` with ``policy.no_decay`` (an :class:`~evssl.optim.OptimConfig`; default: the default
+    kinds: 1-D parameters, tokens, position embeddings); names in ``no_weight_decay`` are excluded as well. ``model``
+    may be the ViT or any module containing one (names are matched on ``blocks.<i>.``). Groups are specs ``{"name",
+    "params", "lr_scale", "weight_decay", "no_decay"}`` for :func:`evssl.optim.param_groups`.
     """
+    from evssl.optim import NO_DECAY_KINDS, decays
+
+    kinds = NO_DECAY_KINDS if policy is None or policy.no_decay is None else tuple(policy.no_decay)
     if num_layers is None:
         vits = [m for m in model.modules() if isinstance(m, VisionTransformer)]
         if vits:
@@ -494,12 +499,12 @@ def param_groups_lrd(
             ids = [int(m.group(1)) for n, _ in model.named_parameters() if (m := _BLOCK_RE.search(n))]
             depth = max(ids) + 1 if ids else 0
         num_layers = depth + 1
-    skip = set(no_weight_decay) | {"cls_token", "special_tokens", "mask_token", "pos_embed"}
+    skip = set(no_weight_decay)
     groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = p.ndim <= 1 or any(part in skip for part in name.split(".")) or name in skip
+        no_decay = not decays(name, p, kinds) or name in skip or any(part in skip for part in name.split("."))
         layer = _vit_layer_id(name, num_layers)
         key = f"layer_{layer}_{'no_decay' if no_decay else 'decay'}"
         if key not in groups:
@@ -508,6 +513,8 @@ def param_groups_lrd(
                 "params": [],
                 "lr_scale": layer_decay ** (num_layers - layer),
                 "weight_decay": 0.0 if no_decay else weight_decay,
+                # the decision is made here: the no-decay buckets keep no decay, the decay buckets decay all
+                "no_decay": NO_DECAY_KINDS if no_decay else (),
             }
         groups[key]["params"].append(p)
     return list(groups.values())
