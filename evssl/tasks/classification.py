@@ -37,20 +37,51 @@ def _adapt_input_weight(weight: Tensor, in_chans: int) -> Tensor:
     return mean.repeat(*reps) * (weight.shape[1] / in_chans)
 
 
-def adapt_state_dict(state: dict[str, Tensor], target: nn.Module, *, source: str = "state dict") -> dict[str, Tensor]:
+InputAdapt = Literal["mean", "reinit"]
+
+
+def _reinit_keys(key: str, own: dict[str, Tensor]) -> list[str]:
+    """Keys left at their fresh initialisation when the input kernel ``key`` is re-initialised: every entry of the
+    module owning it (its bias, a patch-embed's norm) and, for a ``patch_embed`` kernel, a sibling ``patch_norm``
+    (evssl's Swin keeps the LayerNorm that the official ``PatchEmbed`` holds as ``patch_embed.norm`` beside it)."""
+    top = key.split(".")[0]
+    prefixes = [key.rsplit(".", 1)[0] + "."] if "." in key else [key]
+    if top == "patch_embed":
+        prefixes = ["patch_embed.", "patch_norm."]
+    return sorted(k for k in own if any(k == p or k.startswith(p) for p in prefixes))
+
+
+def adapt_state_dict(
+    state: dict[str, Tensor],
+    target: nn.Module,
+    *,
+    source: str = "state dict",
+    input_adapt: InputAdapt = "mean",
+) -> dict[str, Tensor]:
     """Check ``state`` against ``target`` strictly and adapt the input layer when the channel counts differ.
 
     A conv / patch-embed kernel whose shape differs from the target's only in dimension 1 (input channels) is
-    adapted with :func:`_adapt_input_weight`. Everything else must match exactly.
+    adapted according to ``input_adapt``:
+
+    * ``"mean"``: :func:`_adapt_input_weight` (channel mean, repeated, scaled by ``I / in``);
+    * ``"reinit"``: not loaded; the input layer keeps the target's fresh initialisation — the kernel, the other
+      parameters of its module and, for a patch embedding, its norm (:func:`_reinit_keys`), as ECDDP's segmentation
+      transfer drops every ``patch_embed`` key (``config/seg/swin_small.yml`` ``keep_patch_keys: false``,
+      ``model/swin_model.py`` l. 511-513). The returned dict then lacks those keys (load it with ``strict=False``).
+
+    Everything else must match exactly.
 
     Raises:
-        ValueError: naming the missing keys, the unexpected keys and the shape mismatches.
+        ValueError: naming the missing keys, the unexpected keys and the shape mismatches, or a bad ``input_adapt``.
     """
+    if input_adapt not in ("mean", "reinit"):
+        raise ValueError(f"input_adapt must be 'mean' or 'reinit', got {input_adapt!r}")
     own = target.state_dict()
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)
     mismatched: list[str] = []
     out: dict[str, Tensor] = {}
+    reinit: set[str] = set()
     for key, value in state.items():
         if key not in own:
             continue
@@ -63,6 +94,13 @@ def adapt_state_dict(state: dict[str, Tensor], target: nn.Module, *, source: str
             and value.shape[2:] == want.shape[2:]
             and value.shape[1] != want.shape[1]
         ):
+            if input_adapt == "reinit":
+                reinit.update(_reinit_keys(key, own))
+                rank_zero_info(
+                    f"evssl: {key} has {value.shape[1]} input channels, the backbone {want.shape[1]}: "
+                    "input layer re-initialised"
+                )
+                continue
             out[key] = _adapt_input_weight(value.float(), want.shape[1]).to(want.dtype)
             rank_zero_info(
                 f"evssl: adapted {key} from {value.shape[1]} to {want.shape[1]} input channels (mean, repeated)"
@@ -78,11 +116,15 @@ def adapt_state_dict(state: dict[str, Tensor], target: nn.Module, *, source: str
         if mismatched:
             lines.append(f"  shape mismatches (checkpoint vs backbone): {'; '.join(mismatched)}")
         raise ValueError("\n".join(lines))
+    if reinit:
+        out = {k: v for k, v in out.items() if k not in reinit}
+        rank_zero_info(f"evssl: re-initialised (not loaded): {', '.join(sorted(reinit))}")
     return out
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load a backbone state dict written by ``evssl export`` into ``backbone`` (strict, input layer adapted).
+def load_backbone_weights(backbone: nn.Module, path: str | Path, input_adapt: InputAdapt = "mean") -> dict[str, Any]:
+    """Load a backbone state dict written by ``evssl export`` into ``backbone`` (strict; the input layer adapted by
+    channel mean or re-initialised, ``input_adapt``, when the channel counts differ: :func:`adapt_state_dict`).
 
     Returns the export metadata (the ``.json`` next to the weights) or ``{}`` when there is none.
 
@@ -98,8 +140,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, An
         raise ValueError(f"{path} is a Lightning checkpoint; write the backbone with `evssl export {path} --out X.pt`")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} is not a plain state dict of tensors")
-    state = adapt_state_dict(state, backbone, source=str(path))
-    backbone.load_state_dict(state, strict=True)
+    state = adapt_state_dict(state, backbone, source=str(path), input_adapt=input_adapt)
+    result = backbone.load_state_dict(state, strict=False)
+    if result.unexpected_keys or (input_adapt == "mean" and result.missing_keys):  # adapt_state_dict checked both
+        raise ValueError(f"{path}: state dict does not fit {type(backbone).__name__}: {result}")
     meta_path = path.with_suffix(".json")
     return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
