@@ -22,8 +22,9 @@ from evssl.methods.base import (
     save_hparams,
 )
 from evssl.nn.ema import ema_update_, make_target
+from evssl.tasks.transfer import backbone_param_groups, reestimate_batchnorm
 
-__all__ = ["Classifier", "adapt_state_dict", "load_backbone_weights"]
+__all__ = ["Classifier", "InputAdapt", "adapt_state_dict", "load_backbone_weights"]
 
 
 def _adapt_input_weight(weight: Tensor, in_chans: int) -> Tensor:
@@ -179,6 +180,12 @@ class Classifier(LightningModule):
             0.9999): after every optimizer step ``theta_ema <- d * theta_ema + (1 - d) * theta`` (BatchNorm
             statistics copied); validation, test, prediction and ``evssl export`` then use the EMA weights, while
             training steps use the online ones. ``None`` (default) disables it.
+        input_adapt: when the pretrained input layer has other input channels: ``"mean"`` (channel mean, repeated)
+            or ``"reinit"`` (keep the fresh input layer; :func:`adapt_state_dict`).
+        bn_reestimate_batches: linear probe only: before training, re-estimate the frozen backbone's BatchNorm
+            running statistics on up to this many training batches (cumulative average,
+            :func:`~evssl.tasks.transfer.reestimate_batchnorm`; 0 = keep the pre-training statistics). Weights do
+            not change; skipped when resuming (the checkpoint holds the re-estimated statistics).
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_top5`` (when ``num_classes >= 5``) and
     the same under ``test/``.
@@ -203,9 +210,17 @@ class Classifier(LightningModule):
         backbone_lr_scale: float = 1.0,
         layer_decay: float | None = None,
         ema_decay: float | None = None,
+        input_adapt: InputAdapt = "mean",
+        bn_reestimate_batches: int = 0,
     ) -> None:
         super().__init__()
         save_hparams(self, inspect.currentframe())
+        if bn_reestimate_batches < 0 or (bn_reestimate_batches and mode != "linear"):
+            raise ValueError(
+                f"bn_reestimate_batches={bn_reestimate_batches}: a count >= 0, used with mode 'linear' only "
+                f"(got mode {mode!r}; fine-tuning updates the BatchNorm statistics itself)"
+            )
+        self.bn_reestimate_batches = int(bn_reestimate_batches)
         if mode not in ("linear", "finetune", "scratch"):
             raise ValueError(f"mode must be 'linear', 'finetune' or 'scratch', got {mode!r}")
         if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
@@ -222,7 +237,7 @@ class Classifier(LightningModule):
         self.mode = mode
         self.pretrained_meta: dict[str, Any] = {}
         if pretrained:
-            self.pretrained_meta = load_backbone_weights(backbone, pretrained)
+            self.pretrained_meta = load_backbone_weights(backbone, pretrained, input_adapt=input_adapt)
         elif mode != "scratch":
             rank_zero_warn(f"Classifier mode {mode!r} without `pretrained`: the backbone starts from random weights")
         if mode == "linear":
@@ -296,17 +311,15 @@ class Classifier(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """Head (and backbone unless linear) with a per-step warm-up + cosine schedule."""
         groups: list[dict[str, Any]] = [{"name": "head", "params": list(self.head.parameters())}]
-        if self.mode != "linear" and self.layer_decay is not None:
-            from evssl.nn.backbones import param_groups_lrd
-
-            lrd = param_groups_lrd(self.backbone, self.weight_decay, self.layer_decay)
-            for g in lrd:
-                g["lr_scale"] = g["lr_scale"] * self.backbone_lr_scale
-                g["name"] = f"backbone_{g['name']}"
-            groups = lrd + groups
-        elif self.mode != "linear":
-            groups.insert(
-                0, {"name": "backbone", "params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale}
+        if self.mode != "linear":
+            groups = (
+                backbone_param_groups(
+                    self.backbone,
+                    lr_scale=self.backbone_lr_scale,
+                    layer_decay=self.layer_decay,
+                    weight_decay=self.weight_decay,
+                )
+                + groups
             )
         return configure_optimization(
             self,
@@ -320,6 +333,31 @@ class Classifier(LightningModule):
             min_lr_ratio=self.min_lr_ratio,
             lr_batch_scale=self.lr_batch_scale,
         )
+
+    def on_train_start(self) -> None:
+        """Linear probe with ``bn_reestimate_batches``: re-estimate the backbone's BatchNorm statistics first."""
+        if self.bn_reestimate_batches and self.trainer.global_step == 0:
+            self.reestimate_batchnorm(self.trainer.train_dataloader, self.bn_reestimate_batches)
+
+    def reestimate_batchnorm(self, loader: Any, max_batches: int) -> int:
+        """Re-estimate the backbone's BatchNorm statistics on ``batch["input"]`` of up to ``max_batches`` batches of
+        ``loader`` (moved to the device through the trainer's transfer hooks when attached, so device-side
+        representations apply); the EMA copy, if any, takes the same statistics. Returns the batches used."""
+        strategy = self.trainer.strategy if self._trainer is not None else None
+
+        def inputs() -> Any:
+            for batch in loader:
+                if strategy is not None:
+                    batch = strategy.batch_to_device(batch)
+                yield batch["input"]
+
+        n = reestimate_batchnorm(self.backbone, inputs(), max_batches)
+        if self.ema is not None:
+            online = dict(self.backbone.named_buffers())
+            for name, buf in self.ema["backbone"].named_buffers():
+                buf.copy_(online[name])
+        rank_zero_info(f"evssl: BatchNorm statistics of the probed backbone re-estimated on {n} training batches")
+        return n
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """Step the optimizer, then update the model EMA once (once per optimizer step, also under accumulation)."""

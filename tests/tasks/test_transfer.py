@@ -119,3 +119,106 @@ def test_backbone_param_groups_follow_the_beit_layer_rule():
     assert all(g["name"].startswith("backbone_layer_") for g in groups)
     with pytest.raises(ValueError, match="needs a ViT"):
         backbone_param_groups(SwinTransformer(embed_dim=8, depths=(1,), num_heads=(1,)), layer_decay=0.75)
+
+
+# ------------------------------------------------------------------------------- Classifier / DenseTask wiring
+def _trainer(**kw):
+    from lightning.pytorch import Trainer
+
+    return Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, **kw)  # fmt: skip
+
+
+class ConvBN(nn.Module):
+    """A probed BN backbone: BN on the input (its running stats = the data's), conv, pooled."""
+
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(2)
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.bn(x)).mean(dim=(2, 3))
+
+
+def test_classifier_reestimates_batchnorm_before_the_linear_probe(tmp_path):
+    from evssl.tasks.classification import Classifier
+    from tests.helpers import TensorDataModule
+
+    torch.manual_seed(0)
+    src = ConvBN()
+    with torch.no_grad():
+        src.bn.running_mean.fill_(5.0)  # stale pre-training statistics
+        src.bn.running_var.fill_(9.0)
+    torch.save(src.state_dict(), tmp_path / "bb.pt")
+    dm = TensorDataModule(num_samples=32, channels=2, classes=4, batch_size=8)
+    model = Classifier(ConvBN(), num_classes=4, mode="linear", pretrained=str(tmp_path / "bb.pt"),
+                       bn_reestimate_batches=3, lr=0.05)  # fmt: skip
+    weights = {k: v.clone() for k, v in model.backbone.named_parameters()}
+    _trainer(max_epochs=1).fit(model, dm)
+    batches = [dm.x[i : i + 8] for i in range(0, 24, 8)]  # the first 3 training batches (fixed order)
+    torch.testing.assert_close(
+        model.backbone.bn.running_mean, torch.stack([b.mean(dim=(0, 2, 3)) for b in batches]).mean(0)
+    )
+    torch.testing.assert_close(
+        model.backbone.bn.running_var, torch.stack([b.var(dim=(0, 2, 3)) for b in batches]).mean(0)
+    )
+    for k, v in model.backbone.named_parameters():
+        assert torch.equal(v, weights[k]), k
+    # off by default: the pre-training statistics stay
+    plain = Classifier(ConvBN(), num_classes=4, mode="linear", pretrained=str(tmp_path / "bb.pt"), lr=0.05)
+    _trainer(max_epochs=1).fit(plain, dm)
+    assert torch.equal(plain.backbone.bn.running_mean, torch.full((2,), 5.0))
+    with pytest.raises(ValueError, match="mode 'linear' only"):
+        Classifier(ConvBN(), num_classes=4, mode="finetune", bn_reestimate_batches=2)
+
+
+def _tiny_vit(in_chans: int = 2) -> VisionTransformer:
+    return VisionTransformer(img_size=32, patch_size=8, in_chans=in_chans, embed_dim=16, depth=2, num_heads=2,
+                             class_token=False, num_special_tokens=2, global_pool="special")  # fmt: skip
+
+
+def test_dense_task_accepts_a_vit_through_the_feature_pyramid(tmp_path):
+    from evssl.nn.vitdet import ViTPyramidConfig
+    from evssl.tasks.dense import SemanticSegmentation
+
+    task = SemanticSegmentation(_tiny_vit(), num_semantic_classes=3, decoder_channels=8, aux_weight=0.4,
+                                vit_pyramid=ViTPyramidConfig(channels=8))  # fmt: skip
+    assert task.feature_channels == [8, 8, 8, 8] and task.neck.feature_strides == [4, 8, 16, 32]
+    out = task.predict_output(torch.randn(2, 2, 32, 40))
+    assert out["logits"].shape == (2, 3, 32, 40) and out["aux"].shape == (2, 3, 32, 40)
+    loss = task.compute_loss({"semantic": torch.randint(0, 3, (2, 32, 40))}, out)["loss"]
+    loss.backward()
+    assert all(p.grad is not None for p in task.backbone.parameters())  # DDP-safe: every ViT parameter used
+    # exported backbone = the ViT alone; pretrained loading with patch-embed re-init (other channels)
+    torch.save(task.backbone_for_export().state_dict(), tmp_path / "vit.pt")
+    vit4 = _tiny_vit(in_chans=4)
+    fresh = vit4.patch_embed.proj.weight.clone()
+    again = SemanticSegmentation(vit4, num_semantic_classes=3, decoder_channels=8, pretrained=str(tmp_path / "vit.pt"),
+                                 input_adapt="reinit", freeze_backbone=True)  # fmt: skip
+    torch.testing.assert_close(again.backbone.blocks[1].mlp.fc1.weight, task.backbone.blocks[1].mlp.fc1.weight)
+    assert torch.equal(again.backbone.patch_embed.proj.weight, fresh)  # re-initialised, not adapted
+    # a frozen ViT still trains its pyramid
+    again.train()
+    assert not again.backbone.training and again.neck.training
+    assert all(p.requires_grad for p in again.neck.parameters())
+    with pytest.raises(ValueError, match="feature pyramid"):
+        SemanticSegmentation(nn.Linear(2, 2), num_semantic_classes=3)
+
+
+def test_dense_task_layer_decay_groups(tmp_path):
+    from evssl.tasks.dense import DepthEstimation
+    from tests.tasks.test_dense import tiny_swin
+
+    task = DepthEstimation(_tiny_vit(), decoder_channels=8, layer_decay=0.5, backbone_lr_scale=0.1, lr=1e-3)
+    groups = task._backbone_groups()
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    vit = task.backbone
+    assert scale[id(vit.patch_embed.proj.weight)] == pytest.approx(0.1 * 0.5**3)  # L = 2 blocks: layer 0 of 3
+    assert scale[id(vit.blocks[1].attn.qkv.weight)] == pytest.approx(0.1 * 0.5**1)
+    assert scale[id(vit.norm.weight)] == pytest.approx(0.1)
+    assert not any(id(p) in scale for p in task.neck.parameters())  # the pyramid is in the decoder group
+    with pytest.raises(ValueError, match="needs a ViT"):
+        DepthEstimation(tiny_swin(), decoder_channels=8, layer_decay=0.5)._backbone_groups()
