@@ -52,6 +52,7 @@ from evssl.events.representations import Histogram, VoxelGrid
 from evssl.methods.brave import BraVe, BraVeOptim, BroadViewSpec, NarrowBroadViews
 from evssl.nn.backbones import BasicBlock, ResNet
 from evssl.nn.probe import ProbeConfig
+from evssl.tasks.transfer import reestimate_batchnorm
 
 
 def tiny_resnet(in_chans: int, width: int) -> ResNet:
@@ -148,19 +149,11 @@ def probe_loader(dm: EventDataModule, split: str, windows: int = 1, batch_size: 
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=Collate(dm._transform(False)))
 
 
-@torch.no_grad()
 def recalibrate_bn(backbone: nn.Module, loader: DataLoader) -> None:
-    """Re-estimate BatchNorm running statistics (cumulative average) on the probe's training windows."""
-    bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    backbone.train()
-    for batch in loader:
-        backbone(batch["input"].float())
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+    """Re-estimate BatchNorm running statistics (cumulative average) on the probe's training windows
+    (:func:`evssl.tasks.transfer.reestimate_batchnorm`, the implementation ``Classifier(bn_reestimate_batches=...)``
+    uses); the backbone is left in eval mode."""
+    reestimate_batchnorm(backbone, (batch["input"].float() for batch in loader))
     backbone.eval()
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -327,19 +327,34 @@ class VisionTransformer(nn.Module):
         return torch.cat([*prefix, tokens], dim=1), (gh, gw)
 
     def forward_features(
-        self, x: Tensor, mask: Tensor | None = None, keep_index: Tensor | None = None
-    ) -> dict[str, Tensor]:
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        keep_index: Tensor | None = None,
+        out_blocks: Sequence[int] = (),
+    ) -> dict[str, Any]:
         """Run the encoder.
 
         Returns a dict with ``"tokens"`` (B, N', D) normalised patch tokens (N' = K when ``keep_index`` is given),
         ``"cls"`` (B, D) when the model has a class token, ``"special"`` (B, S, D) when it has special tokens, and
-        ``"pooled"`` (B, num_features).
+        ``"pooled"`` (B, num_features). Without ``keep_index`` also ``"map"``: the normalised patch tokens as a
+        ``(B, D, gh, gw)`` map, and, for ``out_blocks`` (block indices, 0-based), ``"block_maps"``: the raw outputs
+        of those blocks (before the final norm) as ``(B, D, gh, gw)`` maps, in the given order (dense transfer,
+        :mod:`evssl.nn.vitdet`).
         """
-        h, _ = self.prepare_tokens(x, mask=mask, keep_index=keep_index)
-        for blk in self.blocks:
+        if out_blocks and keep_index is not None:
+            raise ValueError("forward_features: out_blocks needs the full token grid (no keep_index)")
+        bad = [i for i in out_blocks if not 0 <= i < self.depth]
+        if bad:
+            raise ValueError(f"forward_features: out_blocks {bad} outside the {self.depth} blocks")
+        h, (gh, gw) = self.prepare_tokens(x, mask=mask, keep_index=keep_index)
+        grabbed: dict[int, Tensor] = {}
+        for i, blk in enumerate(self.blocks):
             h = blk(h)
+            if i in out_blocks:
+                grabbed[i] = self._token_map(h, gh, gw)
         h = self.norm(h)
-        out: dict[str, Tensor] = {}
+        out: dict[str, Any] = {}
         i = 0
         if self.cls_token is not None:
             out["cls"] = h[:, 0]
@@ -347,6 +362,10 @@ class VisionTransformer(nn.Module):
         if self.special_tokens is not None:
             out["special"] = h[:, i : i + self.num_special_tokens]
         out["tokens"] = h[:, self.num_prefix_tokens :]
+        if keep_index is None:
+            out["map"] = self._token_map(h, gh, gw)
+        if out_blocks:
+            out["block_maps"] = [grabbed[i] for i in out_blocks]
         if self.global_pool == "token":
             out["pooled"] = out["cls"]
         elif self.global_pool == "avg":
@@ -354,6 +373,11 @@ class VisionTransformer(nn.Module):
         else:
             out["pooled"] = out["special"].flatten(1)
         return out
+
+    def _token_map(self, h: Tensor, gh: int, gw: int) -> Tensor:
+        """Patch tokens of a full sequence ``(B, prefix + gh*gw, D)`` as a ``(B, D, gh, gw)`` map."""
+        tokens = h[:, self.num_prefix_tokens :]
+        return tokens.transpose(1, 2).reshape(h.shape[0], -1, gh, gw)
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled feature ``(B, num_features)``."""
