@@ -571,30 +571,8 @@ class ECDDP(PretrainMethod):
 
     # ---------------------------------------------------------------------------------------------- pictures
     def _log_contexts(self, views: dict[str, Any], tgt: dict[str, Tensor]) -> None:
-        every = self.log_contexts_every_n_epochs
-        if every <= 0 or self._trainer is None or not self.trainer.is_global_zero:
-            return
-        if self.current_epoch % every or not self.trainer.loggers:
-            return
-        from evssl.callbacks.dense_media import context_overlay, side_by_side
-        from evssl.callbacks.media import log_images, signed_to_rgb
+        """Pictures of the K-means contexts of the first samples (no-op without a logger)."""
+        from evssl.callbacks.method_media import log_ecddp_contexts, should_log_pictures
 
-        x, glob = views["full"], views["global"]
-        b = x.shape[0]
-        g = views["grid"][0]
-        crop_labels = tgt["crop_membership"].float().argmax(dim=1).view(2 * b, g, g)
-        images, captions = [], []
-        for i in range(min(self.log_contexts_num_samples, b)):
-            ev = signed_to_rgb(x[i].detach().float().sum(0).cpu().numpy())
-            crop = signed_to_rgb(glob.images[i].detach().float().sum(0).cpu().numpy())
-            images.append(
-                side_by_side(
-                    [
-                        ev,
-                        context_overlay(ev, tgt["assign"][i], self.num_clusters),
-                        context_overlay(crop, crop_labels[i], self.num_clusters),
-                    ]
-                )
-            )
-            captions.append(f"sample {i}: events | K-means contexts | global crop 1 with transported contexts")
-        log_images(self.trainer, "train/ecddp_contexts", images, captions=captions)
+        if should_log_pictures(self, self.log_contexts_every_n_epochs):
+            log_ecddp_contexts(self, views, tgt, self.num_clusters, self.log_contexts_num_samples)

@@ -235,3 +235,36 @@ def test_lars_optimizer_excludes_norms_and_probe() -> None:
     groups = _groups(opt)
     assert not groups["probe"]["lars_adapt"] and not groups["backbone_no_wd"]["lars_adapt"]
     assert groups["backbone"]["lars_adapt"]
+
+
+def test_samplers_and_representations_satisfy_the_protocols() -> None:
+    from evssl.data.samplers import ClassificationWindow, RepresentationProtocol, SamplerProtocol
+    from evssl.data.views import ECDPViews, NarrowBroadViews
+    from evssl.events.representations import EventImage, VoxelGrid
+
+    for sampler in (ClassificationWindow(duration_us=1000), NarrowBroadViews(), ECDPViews()):
+        assert isinstance(sampler, SamplerProtocol)
+    for rep in (VoxelGrid(3), EventImage()):
+        assert isinstance(rep, RepresentationProtocol) and isinstance(rep.channels, int)
+    assert not isinstance(object(), SamplerProtocol)
+
+
+def test_ssl_step_must_return_an_ssl_output() -> None:
+    class Bad(TinyBYOL):
+        def ssl_step(self, batch, batch_idx):  # type: ignore[override]
+            return {"loss": torch.zeros(())}
+
+    model = Bad(TinyNet(2, 8))
+    with pytest.raises(TypeError, match="SSLOutput"):
+        model.training_step({"input": torch.zeros(2, 2, 8, 8)}, 0)
+
+
+def test_probe_can_be_switched_off_and_announces_itself(caplog: pytest.LogCaptureFixture) -> None:
+    off = TinyBYOL(TinyNet(2, 8), probe=ProbeConfig(enabled=False, classes=4))
+    assert off.probe is None and not any(g["name"] == "probe" for g in off.learnable_params())
+    model = _method(probe_classes=4)
+    trainer = _trainer(max_steps=2, limit_val_batches=0)
+    with caplog.at_level("INFO"):
+        trainer.fit(model, TensorDataModule())
+    lines = [r.getMessage() for r in caplog.records if "online probe" in r.getMessage()]
+    assert len(lines) == 1 and "labels" in lines[0] and "probe.enabled: false" in lines[0]
