@@ -113,9 +113,14 @@ class ECDPOptim(OptimConfig):
 ECDP_PRESETS: dict[str, dict[str, Any]] = {
     # official code: top-K of d*u masking, no gradient through the image keys of L_RGB, AdamW over
     # ``model.parameters()`` with one weight decay for all (``trainer/pr_trainer.py:214-219``)
-    "official": {"mask_form": "code", "rgb_key_grad": "none", "no_decay": ()},
+    "official": {"mask_form": "code", "rgb_key_grad": "none", "no_decay": (), "sinkhorn_ranks": "official"},
     # paper text: sampling proportional to density (Eq. 1), h_I trained by L_RGB (§3.3), usual no-decay kinds
-    "paper": {"mask_form": "paper", "rgb_key_grad": "global", "no_decay": OptimConfig().no_decay},
+    "paper": {
+        "mask_form": "paper",
+        "rgb_key_grad": "global",
+        "no_decay": OptimConfig().no_decay,
+        "sinkhorn_ranks": "local",
+    },
 }
 
 
@@ -144,6 +149,9 @@ class ECDP(PretrainMethod):
         kl_form: ``"code"`` or ``"paper"`` form of L_kl.
         rgb_key_grad: ``"global"``, ``"local"`` or ``"none"``: gradient through the image keys of L_RGB (``None``
             = the preset's).
+        sinkhorn_ranks: L_kl's Sinkhorn target under DDP: ``"local"`` (each rank's own B×B problem) or
+            ``"official"`` (the official code's all-reduced total and per-column sums, documented in
+            :func:`~evssl.losses.contrastive.sinkhorn_knopp`); ``None`` = the preset's. Equal on one process.
         evt_projection: use ζ in L_evt (ECDP ``project: true``); ``False`` is the collapse ablation.
         log_views_every_n_epochs: log pictures of the two masked views of the first training batch every n epochs
             (0 = never); ``log_views_num_samples`` samples.
@@ -180,6 +188,7 @@ class ECDP(PretrainMethod):
         lambda_kl: float = 2.0,
         kl_form: Literal["paper", "code"] = "code",
         rgb_key_grad: Literal["global", "local", "none"] | None = None,
+        sinkhorn_ranks: Literal["local", "official"] | None = None,
         evt_projection: bool = True,
         log_views_every_n_epochs: int = 1,
         log_views_num_samples: int = 4,
@@ -195,6 +204,9 @@ class ECDP(PretrainMethod):
             raise ValueError(f"ECDP: unknown preset {preset!r}; expected one of {sorted(ECDP_PRESETS)}")
         mask_form = table["mask_form"] if mask_form is None else mask_form
         rgb_key_grad = table["rgb_key_grad"] if rgb_key_grad is None else rgb_key_grad
+        self.sinkhorn_ranks = table["sinkhorn_ranks"] if sinkhorn_ranks is None else sinkhorn_ranks
+        if self.sinkhorn_ranks not in ("local", "official"):
+            raise ValueError(f"ECDP: sinkhorn_ranks must be 'local' or 'official', got {self.sinkhorn_ranks!r}")
         if self.optim.no_decay is None:
             self.optim = dataclasses.replace(self.optim, no_decay=tuple(table["no_decay"]))
         if int(getattr(backbone, "num_special_tokens", 0)) < 2:
@@ -340,7 +352,7 @@ class ECDP(PretrainMethod):
             loss_evt = info_nce(q_evt, k_evt, self.temperature_evt)
         keys = y.detach() if self.rgb_key_grad == "none" else y
         loss_rgb = info_nce(q_img, keys, self.temperature_img, keys_with_grad=self.rgb_key_grad == "global")
-        loss_kl = distribution_alignment_loss(q_img, y, self.temperature_img, form=self.kl_form)
+        loss_kl = distribution_alignment_loss(q_img, y, self.temperature_img, self.kl_form, self.sinkhorn_ranks)
         loss = self.lambda_evt * loss_evt + self.lambda_rgb * loss_rgb + self.lambda_kl * loss_kl
         return {"loss": loss, "loss_evt": loss_evt, "loss_rgb": loss_rgb, "loss_kl": loss_kl}
 

@@ -268,3 +268,32 @@ def test_probe_can_be_switched_off_and_announces_itself(caplog: pytest.LogCaptur
         trainer.fit(model, TensorDataModule())
     lines = [r.getMessage() for r in caplog.records if "online probe" in r.getMessage()]
     assert len(lines) == 1 and "labels" in lines[0] and "probe.enabled: false" in lines[0]
+
+
+def test_resume_with_a_larger_max_steps_stretches_the_schedule(tmp_path) -> None:
+    """Issue 13 item 6: resuming a 4-step run as an 8-step run must not train the extra steps at lr 0."""
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    class LrTrace(Callback):
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def run(max_steps: int, ckpt: str | None = None) -> tuple[Trainer, LrTrace]:
+        trace = LrTrace()
+        trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, max_steps=max_steps, max_epochs=-1, limit_val_batches=0,
+                          default_root_dir=str(tmp_path), callbacks=[trace, ModelCheckpoint(dirpath=tmp_path)])  # fmt: skip
+        trainer.fit(_method(lr=0.1), TensorDataModule(), ckpt_path=ckpt)
+        return trainer, trace
+
+    short, _ = run(4)
+    ckpt = next(tmp_path.glob("*.ckpt"))
+    longer, trace = run(8, str(ckpt))
+    sched = longer.lr_scheduler_configs[0].scheduler
+    assert sched.total_steps == 8 and longer.global_step == 8
+    assert trace.lrs == pytest.approx([0.1 * warmup_cosine(s, 8, 0) for s in range(4, 8)])
+    assert min(trace.lrs) > 0.0
+    assert longer.lightning_module._total_steps == 8  # the EMA momentum schedule follows the new length too
