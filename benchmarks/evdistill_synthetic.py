@@ -169,7 +169,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, float]:
         m.teacher.requires_grad_(False)
         t2 = time.perf_counter()
         batches = upper_train if row == "upper" else train
-        fit(m, lambda b, m=m: m.ssl_step(b, 0)["loss"], batches, args.steps, args.lr)
+        fit(m, lambda b, m=m: m.ssl_step(b, 0).loss, batches, args.steps, args.lr)
         m.eval()
         out[row] = evaluate(lambda b, m=m: m(b["input"]), val, skey, task, classes)
         times[row] = time.perf_counter() - t2

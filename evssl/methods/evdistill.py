@@ -56,7 +56,7 @@ per-class IoU; recognition: top-1 / top-5. The teacher on the frames is logged a
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,15 +75,19 @@ from evssl.losses.kd import (
     spatial_softmax_kl,
     ssim_loss,
 )
-from evssl.methods.base import OptimizerName, PretrainMethod, batch_size_of, configure_optimization, save_hparams
+from evssl.methods.base import PretrainMethod, SSLOutput, apply_preset
 from evssl.nn.deeplab import DeepLabClassifier, DeepLabV3Plus, PointwiseProjection
 from evssl.nn.generators import OutputActivation, UNetGenerator
+from evssl.nn.probe import ProbeConfig
+from evssl.optim import OptimConfig, configure_optimization
+from evssl.utils.hparams import as_config, batch_size_of, save_hparams
 
 __all__ = [
     "PRESETS",
     "BMRConfig",
     "ConfusionMatrixMetrics",
     "EvDistill",
+    "EvDistillOptim",
     "EvDistillTeacher",
     "HeadConfig",
     "KDConfig",
@@ -179,6 +183,14 @@ class LossConfig:
     event_label_weight: float = 1.0
 
 
+@dataclass
+class EvDistillOptim(OptimConfig):
+    """EvDistill default optimisation: AdamW, lr 1e-3, weight decay 1e-4 (the DeepLab skeleton of the official code
+    uses SGD 0.9, lr 1e-2, wd 5e-4 — the paper-scale configs set that)."""
+
+    weight_decay: float = 1e-4
+
+
 #: The faithfulness switches of each preset (fields left ``None`` in the option groups take these values).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"tau": 1.0, "dist_form": "spatial_softmax", "affinity_stage": "decoder", "cycle_weight": 0.0,
@@ -190,34 +202,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def _group(cls: type, value: Any) -> Any:
-    """An option group from ``None`` (defaults), a dict (a checkpoint's hyper-parameters) or an instance."""
-    if value is None:
-        return cls()
-    if isinstance(value, dict):
-        return cls(**value)
-    if not isinstance(value, cls):
-        raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
-    return value
-
-
-def _plain_hparams(module: LightningModule, keys: tuple[str, ...]) -> None:
-    """Option-group dataclasses in ``hparams`` as dicts, so checkpoints load with ``weights_only=True``."""
-    for key in keys:
-        value = module.hparams.get(key)
-        if value is not None and hasattr(value, "__dataclass_fields__"):
-            module.hparams[key] = asdict(value)
-            module._hparams_initial[key] = asdict(value)
-
-
 def resolve_preset(preset: str, bmr: BMRConfig, kd: KDConfig) -> tuple[BMRConfig, KDConfig]:
     """Fill the ``None`` switches of ``bmr`` and ``kd`` from :data:`PRESETS` (explicit values win)."""
-    if preset not in PRESETS:
-        raise ValueError(f"EvDistill preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    p = PRESETS[preset]
-    bmr = replace(bmr, **{k: p[k] for k in ("cycle_weight", "kd_through_teacher") if getattr(bmr, k) is None})
-    kd = replace(kd, **{k: p[k] for k in ("tau", "dist_form", "affinity_stage") if getattr(kd, k) is None})
-    return bmr, kd
+    return apply_preset(bmr, PRESETS, preset, "EvDistill"), apply_preset(kd, PRESETS, preset, "EvDistill")
 
 
 # ================================================================================================ pure helpers
@@ -345,9 +332,8 @@ class EvDistillTeacher(_EvalMixin, LightningModule):
             (``VoxelGrid(bins=3)``; the event tensor itself is unused) — or build it in Python with ``in_chans=3``.
         task, num_semantic_classes, num_classes, ignore_index: as :class:`EvDistill`.
         head: DeepLab head sizes. target_key: batch key of the labels (``None`` = by task).
-        optimizer, lr, weight_decay, momentum, warmup_epochs, min_lr_ratio: optimisation
-            (:func:`~evssl.methods.base.configure_optimization`; the skeleton code's SGD 0.9 / 1e-2 / wd 5e-4 poly
-            schedule is a cosine here).
+        optim: optimisation (:class:`EvDistillOptim`, :func:`~evssl.optim.configure_optimization`; the skeleton
+            code's SGD 0.9 / 1e-2 / wd 5e-4 poly schedule is a cosine here).
     """
 
     def __init__(
@@ -359,20 +345,15 @@ class EvDistillTeacher(_EvalMixin, LightningModule):
         ignore_index: int = 255,
         head: HeadConfig | None = None,
         target_key: str | None = None,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
+        optim: EvDistillOptim | None = None,
     ) -> None:
         super().__init__()
         save_hparams(self, inspect.currentframe())
-        _plain_hparams(self, ("head",))
         self.task = task
         self.n_classes = _classes(task, num_semantic_classes, num_classes)
         self.ignore_index = int(ignore_index)
-        self.head_config = _group(HeadConfig, head)
+        self.head_config = as_config(HeadConfig, head)
+        self.optim = as_config(EvDistillOptim, optim)
         if getattr(backbone, "in_chans", 3) != 3:
             raise ValueError(
                 f"EvDistillTeacher reads RGB frames: backbone.in_chans must be 3, got {backbone.in_chans} "
@@ -380,8 +361,6 @@ class EvDistillTeacher(_EvalMixin, LightningModule):
             )
         self.teacher = _build_net(task, backbone, self.n_classes, self.head_config)
         self.target_key = target_key
-        self.optim = {"optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
-                      "warmup_epochs": warmup_epochs, "min_lr_ratio": min_lr_ratio}  # fmt: skip
         self._make_metrics(("teacher",))
 
     def _target(self, batch: dict[str, Any]) -> Tensor:
@@ -425,7 +404,7 @@ class EvDistillTeacher(_EvalMixin, LightningModule):
         net = self.teacher
         heads = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
         groups = [{"name": "backbone", "params": list(net.backbone.parameters())}, {"name": "head", "params": heads}]
-        return configure_optimization(self, groups, **self.optim)
+        return configure_optimization(self, groups, self.optim)
 
     def backbone_for_export(self) -> nn.Module:
         """The teacher's encoder (``evssl export`` of a teacher-stage checkpoint)."""
@@ -455,8 +434,8 @@ class EvDistill(_EvalMixin, PretrainMethod):
         use_event_labels: train the student also on its events' own labels (upper bound; the sampler must provide
             them, :class:`~evssl.data.views.evdistill.CrossModalPairs` ``use_event_labels``).
         head_lr_scale: lr multiplier of the student's ASPP + decoder (the official skeleton uses 10).
-        probe_classes: accepted for the CLI's class-count link and ignored (EvDistill evaluates the student itself).
-        optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio: optimisation (base class).
+        optim: optimisation (:class:`EvDistillOptim`). There is no online probe: EvDistill evaluates the student
+            itself (mIoU / top-1 on events), so the CLI's ``probe.classes`` link has no target here.
     """
 
     def __init__(
@@ -477,35 +456,20 @@ class EvDistill(_EvalMixin, PretrainMethod):
         i2e: nn.Module | None = None,
         use_event_labels: bool = False,
         head_lr_scale: float = 1.0,
-        probe_classes: int = 0,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
+        optim: EvDistillOptim | None = None,
     ) -> None:
-        super().__init__(
-            backbone,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            betas=betas,
-            warmup_epochs=warmup_epochs,
-            min_lr_ratio=min_lr_ratio,
-            probe_classes=0,
-        )
+        super().__init__(backbone, optim=optim, probe=ProbeConfig(enabled=False), default_optim=EvDistillOptim())
         save_hparams(self, inspect.currentframe())
+        for key in ("ema", "probe"):  # the base's arguments that EvDistill does not take
+            self.hparams.pop(key, None)
+            self._hparams_initial.pop(key, None)
         self.task = task
         self.n_classes = _classes(task, num_semantic_classes, num_classes)
         self.ignore_index = int(ignore_index)
         self.preset = preset
-        _plain_hparams(self, ("head", "bmr", "kd", "loss"))
-        self.head_config = _group(HeadConfig, head)
-        self.bmr, self.kd = resolve_preset(preset, _group(BMRConfig, bmr), _group(KDConfig, kd))
-        self.loss_config = _group(LossConfig, loss)
+        self.head_config = as_config(HeadConfig, head)
+        self.bmr, self.kd = resolve_preset(preset, as_config(BMRConfig, bmr), as_config(KDConfig, kd))
+        self.loss_config = as_config(LossConfig, loss)
         self.use_event_labels = bool(use_event_labels)
         self.head_lr_scale = float(head_lr_scale)
         self.teacher_checkpoint = teacher_checkpoint
@@ -605,12 +569,7 @@ class EvDistill(_EvalMixin, PretrainMethod):
     def configure_optimizers(self) -> dict[str, Any]:
         """The base optimizer over :meth:`learnable_params`; teacher parameters are excluded (an error if listed)."""
         self.teacher.requires_grad_(False)
-        out = configure_optimization(
-            self, self.learnable_params(), optimizer=self.optimizer_name, lr=self.lr,
-            weight_decay=self.weight_decay, momentum=self.momentum, betas=self.betas,
-            warmup_epochs=self.warmup_epochs, min_lr_ratio=self.min_lr_ratio,
-            exclude=list(self.teacher.parameters()),
-        )  # fmt: skip
+        out = configure_optimization(self, self.learnable_params(), self.optim, exclude=list(self.teacher.parameters()))
         self._total_steps = out["lr_scheduler"]["scheduler"].total_steps
         return out
 
@@ -656,7 +615,7 @@ class EvDistill(_EvalMixin, PretrainMethod):
         return out
 
     # ------------------------------------------------------------------------------------------------ training
-    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> SSLOutput:
         """The objective of the module docstring on one batch (``"input"``, ``"frame"``, frame labels, ``"paired"``)."""
         x_e = batch["input"].float()
         x_a = _frame01(batch["frame"])
@@ -715,7 +674,7 @@ class EvDistill(_EvalMixin, PretrainMethod):
             md = 0.5 * (logit_kd(za, zb, 1.0, detach_teacher=False) + logit_kd(zb, za, 1.0, detach_teacher=False))
             total = total + kd.mutual_weight * md
             logs["mutual"] = md.detach()
-        return {"loss": total, **logs}
+        return SSLOutput(loss=total, logs=logs)
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def forward(self, x_e: Tensor) -> Tensor:
