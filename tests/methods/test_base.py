@@ -19,11 +19,11 @@ from tests.helpers import TensorDataModule, TinyBYOL, TinyNet
 
 def _trainer(**kw) -> Trainer:
     kw.setdefault("max_epochs", 1)
+    kw.setdefault("enable_checkpointing", any(type(c).__name__ == "ModelCheckpoint" for c in kw.get("callbacks", [])))
     return Trainer(
         accelerator="cpu",
         devices=1,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         **kw,
@@ -219,7 +219,7 @@ def test_no_probe_without_classes_and_export_defaults() -> None:
     assert model.probe is None
     assert model.backbone_for_export() is model.backbone
     cfg = model.backbone_config()
-    assert cfg["class_path"] == "tests.helpers.TinyNet" and cfg["init_args"] == {}
+    assert cfg["class_path"] == "tests.helpers.TinyNet" and cfg["init_args"] == {"in_chans": 2, "width": 8}
     # modules are not pickled into the hyper-parameters (checkpoints stay weights_only-loadable)
     assert "backbone" not in model.hparams and model.hparams["probe"]["classes"] == 0
     with pytest.raises(NotImplementedError):
@@ -283,13 +283,12 @@ def test_resume_with_a_larger_max_steps_stretches_the_schedule(tmp_path) -> None
 
     def run(max_steps: int, ckpt: str | None = None) -> tuple[Trainer, LrTrace]:
         trace = LrTrace()
-        trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                          enable_model_summary=False, max_steps=max_steps, max_epochs=-1, limit_val_batches=0,
-                          default_root_dir=str(tmp_path), callbacks=[trace, ModelCheckpoint(dirpath=tmp_path)])  # fmt: skip
+        callbacks = [trace, ModelCheckpoint(dirpath=tmp_path)]
+        trainer = _trainer(max_steps=max_steps, max_epochs=-1, limit_val_batches=0, callbacks=callbacks)
         trainer.fit(_method(lr=0.1), TensorDataModule(), ckpt_path=ckpt)
         return trainer, trace
 
-    short, _ = run(4)
+    run(4)
     ckpt = next(tmp_path.glob("*.ckpt"))
     longer, trace = run(8, str(ckpt))
     sched = longer.lr_scheduler_configs[0].scheduler
