@@ -505,14 +505,19 @@ class EvDistill(_EvalMixin, PretrainMethod):
 
     # ------------------------------------------------------------------------------------------------ setup
     def _make_adapter(self) -> nn.Module | None:
+        """A 1x1 conv from the student's to the teacher's channels at ``kd.dist_stage`` when they differ (probed
+        with a zero input in eval mode, so no BN statistics change)."""
         stage = self.kd.dist_stage
+        probed = [m for m in (self.student, self.teacher, self.pointwise) if m is not None]
+        modes = [m.training for m in probed]
         with torch.no_grad():
-            was = (self.student.training, self.teacher.training)
-            self.student.eval()
+            for m in probed:
+                m.eval()
             xs = torch.zeros(1, self.event_channels, 32, 32)
             cs = self._stage(self.student.forward_all(xs), stage).shape[1]
             ct = self._stage(self.teacher.forward_all(torch.zeros(1, 3, 32, 32)), stage).shape[1]
-            self.student.train(was[0])
+        for m, mode in zip(probed, modes, strict=True):
+            m.train(mode)
         return None if cs == ct else nn.Conv2d(cs, ct, 1)
 
     def load_teacher(self, path: str | Path) -> None:

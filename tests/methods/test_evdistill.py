@@ -129,7 +129,12 @@ def test_presets_fill_only_unset_switches() -> None:
     m = method(preset="paper", kd=KDConfig(tau=4.0, affinity_nodes=32))
     assert m.kd.tau == 4.0 and m.kd.affinity_stage == PRESETS["paper"]["affinity_stage"]
     assert m.bmr.kd_through_teacher is True and m.bmr.cycle_weight == 0.0
-    assert method(preset="official").pointwise is not None
+    official = method(preset="official", kd=KDConfig(affinity_nodes=32, dist_stage="pointwise"))
+    assert official.pointwise is not None and official.kd.affinity_stage == "pointwise"
+    out = official.ssl_step(next(iter(_loader(datamodule()))), 0)
+    assert out.loss.isfinite() and out.logs["kd_affinity_event"] >= 0 and "kd_dist_image" in out.logs
+    out.loss.backward()
+    assert official.pointwise[0].weight.grad is not None  # the 1x1 projection is trained by the KD terms
     with pytest.raises(ValueError, match="preset"):
         method(preset="nope")
 
@@ -309,3 +314,16 @@ def test_reconstruction_and_mutual_terms_only_where_frames_are_paired() -> None:
     xa_hat, xe_hat = m.crafted_pairs(paired["input"].float(), x_a)
     expected = (xa_hat - x_a).abs().mean() + (xe_hat - paired["input"]).abs().mean()
     assert logs["rec_l1"].item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_distribution_adapter_when_channels_differ() -> None:
+    wide_student = ResNet(BasicBlock, (1, 1, 1, 1), in_chans=2, width=8, small_input=True, output_stride=4)
+    m = EvDistill(wide_student, enc(3), head=HEAD, preset="small", bmr=BMRConfig(width=4, depth=1),
+                  kd=KDConfig(dist_stage="layer4", affinity_stage="layer4", affinity_nodes=16))  # fmt: skip
+    assert isinstance(m.dist_adapter, torch.nn.Conv2d)
+    assert (m.dist_adapter.in_channels, m.dist_adapter.out_channels) == (64, 32)
+    assert m.teacher.backbone.bn1.num_batches_tracked.item() == 0  # probing did not touch BN statistics
+    out = m.ssl_step(next(iter(_loader(datamodule()))), 0)
+    assert out.loss.isfinite() and "kd_dist_event" in out.logs
+    names = {g["name"] for g in m.learnable_params()}
+    assert "kd_projections" in names and "student_head" in names and "bmr" in names
