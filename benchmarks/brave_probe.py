@@ -4,7 +4,7 @@ For each seed:
 
 1. pre-train :class:`evssl.methods.brave.BraVe` on the train split of a synthetic store (default ``small``: 64x64
    sensor, 200 ms clips of 10 moving textured shape classes with distractors and a moving textured background; 2,100
-   train clips; labels are never used by the loss) with :class:`~evssl.methods.brave.NarrowBroadViews` — narrow:
+   train clips; labels are never used by the loss) with :class:`~evssl.data.views.NarrowBroadViews` — narrow:
    50 ms at 32x32, 5-bin voxel grid; broad: 150 ms windows starting with the narrow one, at 16x16, a 10-bin voxel
    grid and a 2-channel histogram; independent random-area crops (area [0.3, 1], aspect [0.5, 2]) and flips per view,
    RandConv on the broad views — tiny ResNets (one per view), shared projector/predictor, LARS (Nesterov, trust 1e-3,
@@ -47,10 +47,13 @@ from torch.utils.data import DataLoader
 from evssl.data.collate import Collate
 from evssl.data.datamodules import EventDataModule
 from evssl.data.datasets import StoreDataset
+from evssl.data.views import BroadViewSpec, NarrowBroadViews
 from evssl.events import augment as aug
 from evssl.events.representations import Histogram, VoxelGrid
-from evssl.methods.brave import BraVe, BroadViewSpec, NarrowBroadViews
+from evssl.methods.brave import BraVe, BraVeOptim
 from evssl.nn.backbones import BasicBlock, ResNet
+from evssl.nn.probe import ProbeConfig
+from evssl.tasks.transfer import reestimate_batchnorm
 
 
 def tiny_resnet(in_chans: int, width: int) -> ResNet:
@@ -125,12 +128,12 @@ def make_model(args: argparse.Namespace, dm: EventDataModule) -> BraVe:
         proj_dim=128,
         pred_hidden_dim=args.proj_hidden,
         randconv=not args.no_randconv,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
+        preset=args.preset,
+        optim=BraVeOptim(
+            name=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs
+        ),
         ema_target=args.ema_target,
-        probe_classes=0,
+        probe=ProbeConfig(enabled=False),
     )
 
 
@@ -147,19 +150,11 @@ def probe_loader(dm: EventDataModule, split: str, windows: int = 1, batch_size: 
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=Collate(dm._transform(False)))
 
 
-@torch.no_grad()
 def recalibrate_bn(backbone: nn.Module, loader: DataLoader) -> None:
-    """Re-estimate BatchNorm running statistics (cumulative average) on the probe's training windows."""
-    bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    backbone.train()
-    for batch in loader:
-        backbone(batch["input"].float())
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+    """Re-estimate BatchNorm running statistics (cumulative average) on the probe's training windows
+    (:func:`evssl.tasks.transfer.reestimate_batchnorm`, the implementation ``Classifier(bn_reestimate_batches=...)``
+    uses); the backbone is left in eval mode."""
+    reestimate_batchnorm(backbone, (batch["input"].float() for batch in loader))
     backbone.eval()
 
 
@@ -268,6 +263,12 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16, help="ResNet width (pooled features = 8 x width)")
     p.add_argument("--proj-hidden", type=int, default=1024, help="projector/predictor hidden size (paper: 4096)")
     p.add_argument("--optimizer", default="lars", choices=["lars", "adamw", "sgd"])
+    p.add_argument(
+        "--preset",
+        default="official",
+        choices=["official", "paper"],
+        help="BraVe preset (paper = the pre-v2 behaviour: predictor x10 on the step after LARS)",
+    )
     p.add_argument("--lr", type=float, default=10.0, help="peak LARS lr (paper: 1.0 at batch 512, 300k steps)")
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--warmup-epochs", type=float, default=1.0)

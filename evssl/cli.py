@@ -8,7 +8,7 @@ module is instantiated):
 
 * ``data.in_channels`` -> ``model.init_args.backbone.init_args.in_chans`` (channels of the representation);
 * ``data.num_classes`` -> ``model.init_args.num_classes`` (downstream tasks) and
-  ``model.init_args.probe_classes`` (online probe of pre-training methods); a model without that argument ignores
+  ``model.init_args.probe.classes`` (online probe of pre-training methods); a model without that argument ignores
   the link.
 
 ``convert``, ``synth`` and ``export`` are plain argparse commands dispatched before Lightning is imported (the

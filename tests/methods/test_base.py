@@ -11,28 +11,36 @@ from lightning.pytorch import Trainer
 from torch import nn
 
 import evssl.methods.base as base
-from evssl.methods.base import PretrainMethod, WarmupCosineScheduler, build_param_groups
-from evssl.nn.optim import warmup_cosine
+from evssl.methods.base import PretrainMethod
+from evssl.nn.probe import ProbeConfig
+from evssl.optim import EmaConfig, OptimConfig, WarmupCosineScheduler, param_groups, warmup_cosine
 from tests.helpers import TensorDataModule, TinyBYOL, TinyNet
 
 
 def _trainer(**kw) -> Trainer:
     kw.setdefault("max_epochs", 1)
+    kw.setdefault("enable_checkpointing", any(type(c).__name__ == "ModelCheckpoint" for c in kw.get("callbacks", [])))
     return Trainer(
         accelerator="cpu",
         devices=1,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         **kw,
     )
 
 
+_OPTIM = {"optimizer": "name", "lr": "lr", "weight_decay": "weight_decay", "lr_batch_scale": "lr_batch_scale",
+          "warmup_epochs": "warmup_epochs"}  # fmt: skip
+
+
 def _method(**kw) -> TinyBYOL:
+    """TinyBYOL from flat keywords, grouped into OptimConfig / EmaConfig / ProbeConfig."""
     torch.manual_seed(0)
-    kw.setdefault("probe_classes", 4)
-    return TinyBYOL(TinyNet(2, 8), **kw)
+    optim = OptimConfig(**{_OPTIM[k]: kw.pop(k) for k in list(kw) if k in _OPTIM})
+    ema = EmaConfig(kw.pop("ema_momentum", 0.996), kw.pop("ema_momentum_end", 1.0))
+    probe = ProbeConfig(classes=kw.pop("probe_classes", 4), lr=kw.pop("probe_lr", 1e-3))
+    return TinyBYOL(TinyNet(2, 8), optim=optim, ema=ema, probe=probe, **kw)
 
 
 def _groups(opt: torch.optim.Optimizer) -> dict[str, dict]:
@@ -57,7 +65,7 @@ def test_param_groups_decay_lr_scale_probe_and_ema_exclusion() -> None:
     # no weight decay on biases / norms, and they skip LARS adaptation
     for name, g in groups.items():
         if name.endswith("_no_wd"):
-            assert g["weight_decay"] == 0 and all(p.ndim <= 1 for p in g["params"]) and g["lars_exclude"]
+            assert g["weight_decay"] == 0 and all(p.ndim <= 1 for p in g["params"]) and not g["lars_adapt"]
     assert groups["backbone"]["weight_decay"] == 0.05
     assert all(p.ndim > 1 for p in groups["backbone"]["params"])
     # probe: own lr, no weight decay; predictor: lr_scale 2 (lrs are the initial ones times the schedule factor)
@@ -82,19 +90,18 @@ def test_ema_target_in_a_group_is_an_error_and_leftovers_are_added() -> None:
     for p in model.target_backbone.parameters():
         p.requires_grad_(True)  # even when someone re-enabled grads
     with pytest.raises(ValueError, match="EMA target"):
-        build_param_groups(model, bad, lr=1.0, weight_decay=0.0, exclude=model._ema_targets())
+        param_groups(model, bad, OptimConfig(lr=1.0, weight_decay=0.0), exclude=model._ema_targets())
     model.setup("fit")
-    groups = build_param_groups(
-        model, [{"name": "backbone", "params": model.backbone.parameters()}], lr=1.0, weight_decay=0.1
+    groups = param_groups(
+        model, [{"name": "backbone", "params": model.backbone.parameters()}], OptimConfig(lr=1.0, weight_decay=0.1)
     )
     names = {g["name"] for g in groups}
     assert "other" in names and "other_no_wd" in names  # projector, predictor, probe were not listed
     with pytest.raises(ValueError, match="in optimizer groups"):
-        build_param_groups(
+        param_groups(
             model,
             [{"name": "a", "params": model.probe.parameters()}, {"name": "b", "params": model.probe.parameters()}],
-            lr=1.0,
-            weight_decay=0.0,
+            OptimConfig(lr=1.0, weight_decay=0.0),
         )
 
 
@@ -137,7 +144,7 @@ def test_lr_batch_scale_uses_global_batch_and_schedule_length_follows_trainer() 
     assert sched.warmup_steps == 2  # one epoch = 2 optimizer steps
     groups = _groups(trainer.optimizers[0])
     assert groups["backbone"]["initial_lr"] == pytest.approx(0.512 * 16 / 256)  # batch 8 x accumulate 2
-    assert groups["probe"]["initial_lr"] == pytest.approx(model.probe_lr)  # absolute lr: not scaled
+    assert groups["probe"]["initial_lr"] == pytest.approx(model.probe_config.lr)  # absolute lr: not scaled
     assert trainer.global_step == 6
 
 
@@ -212,9 +219,9 @@ def test_no_probe_without_classes_and_export_defaults() -> None:
     assert model.probe is None
     assert model.backbone_for_export() is model.backbone
     cfg = model.backbone_config()
-    assert cfg["class_path"] == "tests.helpers.TinyNet" and cfg["init_args"] == {}
+    assert cfg["class_path"] == "tests.helpers.TinyNet" and cfg["init_args"] == {"in_chans": 2, "width": 8}
     # modules are not pickled into the hyper-parameters (checkpoints stay weights_only-loadable)
-    assert "backbone" not in model.hparams and model.hparams["probe_classes"] == 0
+    assert "backbone" not in model.hparams and model.hparams["probe"]["classes"] == 0
     with pytest.raises(NotImplementedError):
         PretrainMethod(TinyNet()).ssl_step({}, 0)
 
@@ -226,5 +233,66 @@ def test_lars_optimizer_excludes_norms_and_probe() -> None:
     opt = trainer.optimizers[0]
     assert type(opt).__name__ == "LARS"
     groups = _groups(opt)
-    assert groups["probe"]["lars_exclude"] and groups["backbone_no_wd"]["lars_exclude"]
-    assert not groups["backbone"].get("lars_exclude", False)
+    assert not groups["probe"]["lars_adapt"] and not groups["backbone_no_wd"]["lars_adapt"]
+    assert groups["backbone"]["lars_adapt"]
+
+
+def test_samplers_and_representations_satisfy_the_protocols() -> None:
+    from evssl.data.samplers import ClassificationWindow, RepresentationProtocol, SamplerProtocol
+    from evssl.data.views import ECDPViews, NarrowBroadViews
+    from evssl.events.representations import EventImage, VoxelGrid
+
+    for sampler in (ClassificationWindow(duration_us=1000), NarrowBroadViews(), ECDPViews()):
+        assert isinstance(sampler, SamplerProtocol)
+    for rep in (VoxelGrid(3), EventImage()):
+        assert isinstance(rep, RepresentationProtocol) and isinstance(rep.channels, int)
+    assert not isinstance(object(), SamplerProtocol)
+
+
+def test_ssl_step_must_return_an_ssl_output() -> None:
+    class Bad(TinyBYOL):
+        def ssl_step(self, batch, batch_idx):  # type: ignore[override]
+            return {"loss": torch.zeros(())}
+
+    model = Bad(TinyNet(2, 8))
+    with pytest.raises(TypeError, match="SSLOutput"):
+        model.training_step({"input": torch.zeros(2, 2, 8, 8)}, 0)
+
+
+def test_probe_can_be_switched_off_and_announces_itself(caplog: pytest.LogCaptureFixture) -> None:
+    off = TinyBYOL(TinyNet(2, 8), probe=ProbeConfig(enabled=False, classes=4))
+    assert off.probe is None and not any(g["name"] == "probe" for g in off.learnable_params())
+    model = _method(probe_classes=4)
+    trainer = _trainer(max_steps=2, limit_val_batches=0)
+    with caplog.at_level("INFO"):
+        trainer.fit(model, TensorDataModule())
+    lines = [r.getMessage() for r in caplog.records if "online probe" in r.getMessage()]
+    assert len(lines) == 1 and "labels" in lines[0] and "probe.enabled: false" in lines[0]
+
+
+def test_resume_with_a_larger_max_steps_stretches_the_schedule(tmp_path) -> None:
+    """Issue 13 item 6: resuming a 4-step run as an 8-step run must not train the extra steps at lr 0."""
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    class LrTrace(Callback):
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def run(max_steps: int, ckpt: str | None = None) -> tuple[Trainer, LrTrace]:
+        trace = LrTrace()
+        callbacks = [trace, ModelCheckpoint(dirpath=tmp_path)]
+        trainer = _trainer(max_steps=max_steps, max_epochs=-1, limit_val_batches=0, callbacks=callbacks)
+        trainer.fit(_method(lr=0.1), TensorDataModule(), ckpt_path=ckpt)
+        return trainer, trace
+
+    run(4)
+    ckpt = next(tmp_path.glob("*.ckpt"))
+    longer, trace = run(8, str(ckpt))
+    sched = longer.lr_scheduler_configs[0].scheduler
+    assert sched.total_steps == 8 and longer.global_step == 8
+    assert trace.lrs == pytest.approx([0.1 * warmup_cosine(s, 8, 0) for s in range(4, 8)])
+    assert min(trace.lrs) > 0.0
+    assert longer.lightning_module._total_steps == 8  # the EMA momentum schedule follows the new length too

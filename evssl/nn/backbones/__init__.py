@@ -5,7 +5,7 @@ and ``forward_features(x, ...) -> dict`` with ``"pooled"`` plus ``"tokens"``/``"
 (ResNet/Swin, list of NCHW maps fine -> coarse).
 """
 
-from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
+from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50, resnet101
 from .swin import SwinNeck, SwinTransformer, swin_tiny
 from .unet import UNetDecoder, UPerHead
 from .vit import VisionTransformer, param_groups_lrd, sincos_pos_embed_2d, vit_base, vit_small, vit_tiny
@@ -23,6 +23,7 @@ __all__ = [
     "resnet18",
     "resnet34",
     "resnet50",
+    "resnet101",
     "sincos_pos_embed_2d",
     "swin_tiny",
     "vit_base",

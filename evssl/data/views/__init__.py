@@ -1,0 +1,21 @@
+"""Multi-view samplers of the methods (what each method's views are, on the events).
+
+* :mod:`evssl.data.views.brave`: BraVe's narrow/broad views (:class:`NarrowBroadViews`, :class:`BroadViewSpec`);
+* :mod:`evssl.data.views.ecdp`: ECDP's event/RGB views (:class:`ECDPViews`) and the nearest random-resized crop of
+  its transfer runs (:class:`RandomResizedCropNearest`);
+* :mod:`evssl.data.views.evdistill`: EvDistill's paired / unpaired event window + frame samples
+  (:class:`CrossModalPairs`).
+"""
+
+from evssl.data.views.brave import BroadViewSpec, NarrowBroadViews, Photometric
+from evssl.data.views.ecdp import ECDPViews, RandomResizedCropNearest
+from evssl.data.views.evdistill import CrossModalPairs
+
+__all__ = [
+    "BroadViewSpec",
+    "CrossModalPairs",
+    "ECDPViews",
+    "NarrowBroadViews",
+    "Photometric",
+    "RandomResizedCropNearest",
+]
