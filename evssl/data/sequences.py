@@ -203,6 +203,7 @@ class SnippetDataset(Dataset):
         out = self.reader.read(rec, idx)
         out["seq_id"] = rec
         out["start_frame"] = start
+        out["window_frames"] = self.reader.window_frames
         return out
 
 
@@ -233,6 +234,7 @@ class OnlineSequenceDataset(Dataset):
             seq_start=w == 0,
             seq_end=w == self._count[rec] - 1,
             start_frame=start,
+            window_frames=self.reader.window_frames,
         )
         return out
 
