@@ -10,6 +10,7 @@ W&B table-free line of per-window abs-rel (``test/window_abs_rel`` as an image o
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ def _line(img: np.ndarray, p0: np.ndarray, p1: np.ndarray, color: np.ndarray) ->
 
 
 def _polyline(img: np.ndarray, pts: np.ndarray, color: np.ndarray) -> None:
-    for a, b in zip(pts[:-1], pts[1:]):
+    for a, b in itertools.pairwise(pts):
         _line(img, a, b, color)
     if len(pts):
         x, y = np.rint(pts[0]).astype(int)
@@ -88,7 +89,11 @@ class VOMedia(Callback):
         """``{key: (images, captions)}`` from the module's ``online_media`` / ``online_curves``."""
         media = list(getattr(pl_module, "online_media", []))[: self.max_sequences]
         curves = list(getattr(pl_module, "online_curves", []))[: self.max_sequences]
-        out: dict[str, tuple[list[np.ndarray], list[str]]] = {"trajectory": ([], []), "depth": ([], []), "curve": ([], [])}
+        out: dict[str, tuple[list[np.ndarray], list[str]]] = {
+            "trajectory": ([], []),
+            "depth": ([], []),
+            "curve": ([], []),
+        }
         for m in media:
             out["trajectory"][0].append(trajectory_top_view(m["gt"], m["pred"]))
             out["trajectory"][1].append(f"sequence {m['seq_id']}: ground truth (white) vs prediction (orange, Sim(3))")

@@ -87,6 +87,7 @@ class _SequenceReader:
         input_kind: str,
         representation: Representation | None,
         min_frames: int,
+        intrinsics: tuple[float, ...] | None = None,
     ) -> None:
         if window_frames < 3 or window_frames % 2 == 0:
             raise ValueError(f"window_frames must be odd and >= 3, got {window_frames}")
@@ -100,6 +101,7 @@ class _SequenceReader:
         self.step = int(step)
         self.input_kind = input_kind
         self.representation = representation
+        self.intrinsics = intrinsics
         self._store: Any = None
         self._pid: int | None = None
         from evssl.events.io.store import EventStore
@@ -143,9 +145,15 @@ class _SequenceReader:
         poses, pt = st.poses(i)
         sel = [int(np.argmin(np.abs(pt - ft[j]))) for j in frame_idx]
         out["poses"] = torch.from_numpy(np.asarray(poses[sel], np.float64))
-        k = st.intrinsics(i)
+        if self.intrinsics is not None:
+            fx, fy, cx, cy = self.intrinsics
+            k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+        else:
+            k = st.intrinsics(i)
         if k is None:
-            raise ValueError(f"{self.store_path}: recording {i} has no intrinsics (needed for view synthesis)")
+            raise ValueError(
+                f"{self.store_path}: recording {i} has no intrinsics (needed for view synthesis); set data.intrinsics"
+            )
         out["intrinsics"] = torch.from_numpy(np.asarray(k, np.float32))
         if self.input_kind == "frames":
             out["inputs"] = out["frames"]
@@ -245,8 +253,10 @@ class VODataModule(LightningDataModule):
     Args:
         train_source, val_source, test_source: store paths or ``synthetic:<size>[:<domain>[:<seed>]]`` strings
             (``val_source=None``: no validation; ``test_source=None``: the training store).
-        split: store split of the sequences (None = every recording with frames and poses; the simulator's
-            sequences have split ``"sequence"``).
+        split, val_split, test_split: store splits of the training / validation / test sequences (None = every
+            recording with frames and poses; the simulator's sequences have split ``"sequence"``; MVSEC stores
+            have the family names ``outdoor_day``, ``outdoor_night``, ...).
+        intrinsics: ``(fx, fy, cx, cy)`` in pixels for stores without a camera matrix (None = the store's).
         input: ``"frames"`` or ``"events"`` (network input; the loss always uses frames).
         representation: event representation for ``input="events"`` (default ``VoxelGrid(5)``).
         window_frames: frames per window (odd, >= 3); step: frame step inside a window and between windows.
@@ -263,6 +273,9 @@ class VODataModule(LightningDataModule):
         test_source: str | None = "synthetic:vo_tiny:default",
         val_source: str | None = None,
         split: str | None = "sequence",
+        val_split: str | None = "sequence",
+        test_split: str | None = "sequence",
+        intrinsics: tuple[float, float, float, float] | None = None,
         input: Literal["frames", "events"] = "frames",
         representation: Representation | None = None,
         window_frames: int = 3,
@@ -279,7 +292,8 @@ class VODataModule(LightningDataModule):
         if input not in ("frames", "events"):
             raise ValueError(f"input must be 'frames' or 'events', got {input!r}")
         self.train_source, self.test_source, self.val_source = train_source, test_source, val_source
-        self.split = split
+        self.split, self.val_split, self.test_split = split, val_split, test_split
+        self.intrinsics = None if intrinsics is None else tuple(float(v) for v in intrinsics)
         self.input = input
         self.representation = representation if representation is not None else VoxelGrid(5)
         self.window_frames, self.step = int(window_frames), int(step)
@@ -299,10 +313,10 @@ class VODataModule(LightningDataModule):
         """No classes (keeps the CLI's class-count link harmless)."""
         return 0
 
-    def _reader(self, source: str, seed: int, min_frames: int) -> _SequenceReader:
+    def _reader(self, source: str, seed: int, min_frames: int, split: str | None) -> _SequenceReader:
         path = resolve_source(source, seed, self.cache_dir)
         return _SequenceReader(
-            path, self.split, self.window_frames, self.step, self.input, self.representation, min_frames
+            path, split, self.window_frames, self.step, self.input, self.representation, min_frames, self.intrinsics
         )
 
     def prepare_data(self) -> None:
@@ -315,7 +329,7 @@ class VODataModule(LightningDataModule):
         span = (self.num_windows - 1 + self.window_frames - 1) * self.step + 2
         if stage in (None, "fit") and "train" not in self.datasets:
             self.datasets["train"] = SnippetDataset(
-                self._reader(self.train_source, self.seed, span),
+                self._reader(self.train_source, self.seed, span, self.split),
                 self.num_windows,
                 self.snippets_per_sequence,
                 train=True,
@@ -323,13 +337,14 @@ class VODataModule(LightningDataModule):
             )
         if stage in (None, "fit", "validate") and self.val_source is not None and "val" not in self.datasets:
             self.datasets["val"] = OnlineSequenceDataset(
-                self._reader(self.val_source, self.seed + 1, self.window_frames + 1), self.max_test_windows
+                self._reader(self.val_source, self.seed + 1, self.window_frames + 1, self.val_split),
+                self.max_test_windows,
             )
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             src = self.test_source if self.test_source is not None else self.train_source
             seed = self.seed + 1 if self.test_source is not None else self.seed
             self.datasets["test"] = OnlineSequenceDataset(
-                self._reader(src, seed, self.window_frames + 1), self.max_test_windows
+                self._reader(src, seed, self.window_frames + 1, self.test_split), self.max_test_windows
             )
 
     def train_dataloader(self) -> DataLoader:

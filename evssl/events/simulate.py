@@ -90,11 +90,11 @@ import numpy as np
 from evssl.events.schema import Events
 
 __all__ = [
+    "DOMAINS",
     "GENERATOR_VERSION",
+    "PALETTES",
     "SEMANTIC_CLASSES",
     "SHAPE_CLASSES",
-    "DOMAINS",
-    "PALETTES",
     "SIZES",
     "EventEmulator",
     "Scene",

@@ -49,8 +49,12 @@ def test_kitti_errors_hand_computed():
     yaw = _straight(101, 10.0, yaw_per_frame=0.01)
     yaw[:, :3, 3] = gt[:, :3, 3]
     r = kitti_odometry_errors(gt, yaw, align="none")
-    rr = [0.01 * (length // 10 + 1) / length for f in range(0, 101, 10) for length in range(100, 900, 100)
-          if f + length // 10 + 1 <= 100]
+    rr = [
+        0.01 * (length // 10 + 1) / length
+        for f in range(0, 101, 10)
+        for length in range(100, 900, 100)
+        if f + length // 10 + 1 <= 100
+    ]
     assert r["r_rel"] == pytest.approx(np.degrees(np.mean(rr)) * 100, rel=1e-9)
     assert math.isnan(kitti_odometry_errors(gt[:5], pred[:5])["t_rel"])
 
@@ -67,7 +71,7 @@ def test_ate_with_sim3_alignment():
     pred[:, :3, :3] = r @ gt[:, :3, :3]
     assert absolute_trajectory_error(gt, pred, "sim3") == pytest.approx(0.0, abs=1e-9)
     assert absolute_trajectory_error(gt, pred, "se3") > 0.1
-    s, rot, t = umeyama(pred[:, :3, 3], gt[:, :3, 3])
+    s, rot, _t = umeyama(pred[:, :3, 3], gt[:, :3, 3])
     assert s == pytest.approx(2.0) and np.allclose(rot, r.T)
     # a hand-computed case: two points, prediction offset by a constant: SE(3)/Sim(3) ATE 0, none = |offset|
     g2 = np.tile(np.eye(4), (3, 1, 1))

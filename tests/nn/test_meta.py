@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from evssl.nn.meta import grad_cosine, inner_step, meta_objective, sgd_adapt
 
-torch.set_default_dtype(torch.float64)
+_D = torch.float64
+A = [torch.tensor(v, dtype=_D) for v in ([1.0, 2.0, 0.5], [0.3, 1.5, 2.0], [2.0, 0.2, 1.0])]
+B = [torch.tensor(v, dtype=_D) for v in ([0.5, -1.0, 0.2], [-0.4, 0.3, 1.0], [0.1, 0.7, -0.6])]
 
-A = [torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0.3, 1.5, 2.0]), torch.tensor([2.0, 0.2, 1.0])]
-B = [torch.tensor([0.5, -1.0, 0.2]), torch.tensor([-0.4, 0.3, 1.0]), torch.tensor([0.1, 0.7, -0.6])]
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Finite differences in double precision; the global default is restored for the other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def toy_loss(params, i):
