@@ -177,3 +177,24 @@ def test_smoke_config_fit_then_online_test_through_console_script(name: str, tmp
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "test/t_rel" in proc.stdout and "test/abs_rel" in proc.stdout
+
+
+def test_vo_media_pictures() -> None:
+    import numpy as np
+
+    from evssl.callbacks.vo_media import VOMedia, curve_image, trajectory_top_view
+
+    gt = np.tile(np.eye(4), (10, 1, 1))
+    gt[:, 0, 3] = np.linspace(0, 1, 10)
+    img = trajectory_top_view(gt, gt * 1.0)
+    assert img.shape == (256, 256, 3) and (img == [255, 140, 0]).all(-1).sum() > 50
+    assert curve_image([0.1, 0.3, float("nan"), 0.2]).shape == (96, 256, 3)
+
+    class M:
+        online_media = [
+            {"seq_id": 0, "gt": gt, "pred": gt, "depth": [{"frame": 1, "pred": np.ones((4, 6)), "gt": np.ones((4, 6))}]}
+        ]
+        online_curves = [{"seq_id": 0, "frame": [1, 2], "abs_rel": [0.1, 0.2], "photometric": [0.1, 0.1]}]
+
+    out = VOMedia().render(M())
+    assert len(out["trajectory"][0]) == 1 and len(out["depth"][0]) == 1 and len(out["curve"][0]) == 1
