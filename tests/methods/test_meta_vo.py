@@ -191,10 +191,10 @@ def test_vo_media_pictures() -> None:
     assert curve_image([0.1, 0.3, float("nan"), 0.2]).shape == (96, 256, 3)
 
     class M:
-        online_media = [
-            {"seq_id": 0, "gt": gt, "pred": gt, "depth": [{"frame": 1, "pred": np.ones((4, 6)), "gt": np.ones((4, 6))}]}
-        ]
-        online_curves = [{"seq_id": 0, "frame": [1, 2], "abs_rel": [0.1, 0.2], "photometric": [0.1, 0.1]}]
+        def __init__(self) -> None:
+            depth = [{"frame": 1, "pred": np.ones((4, 6)), "gt": np.ones((4, 6))}]
+            self.online_media = [{"seq_id": 0, "gt": gt, "pred": gt, "depth": depth}]
+            self.online_curves = [{"seq_id": 0, "frame": [1, 2], "abs_rel": [0.1, 0.2], "photometric": [0.1, 0.1]}]
 
     out = VOMedia().render(M())
     assert len(out["trajectory"][0]) == 1 and len(out["depth"][0]) == 1 and len(out["curve"][0]) == 1
