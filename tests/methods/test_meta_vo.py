@@ -177,6 +177,17 @@ def test_smoke_config_fit_then_online_test_through_console_script(name: str, tmp
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "test/t_rel" in proc.stdout and "test/abs_rel" in proc.stdout
+    # the DepthNet encoder exports as a plain backbone
+    proc = subprocess.run(
+        [*cmd, "export", str(ckpt[0]), "--out", str(tmp_path / "bb.pt")],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "bb.pt").exists()
 
 
 def test_vo_media_pictures() -> None:
