@@ -28,8 +28,9 @@ loss (the "naive online fine-tuning" baseline starts from such a model).
 Test / predict (online adaptation, ``trainer.inference_mode: false`` is required): for every test sequence, window by
 window: (1) predict depth and pose of window ``i`` with the current fast weights ``theta_i`` and the carried ConvLSTM
 state (these predictions are what is evaluated), (2) fold window ``i``'s feature statistics into the online
-alignment statistics, (3) ``steps`` SGD (or Adam) steps on ``L(theta_i; D_i)`` -> ``theta_{i+1}``, (4) carry the state.
-``test_step`` takes the ``dataloader_iter`` and pulls one window at a time, so window ``i + 1`` is not even read
+alignment statistics (so the adaptation pass of step 3 and window ``i + 1`` see them; window ``i`` itself was
+predicted with the statistics of windows ``< i``), (3) ``steps`` SGD (or Adam) steps on ``L(theta_i; D_i)`` ->
+``theta_{i+1}``, (4) carry the state. ``test_step`` takes the ``dataloader_iter`` and pulls one window at a time, so window ``i + 1`` is not even read
 before window ``i`` has been predicted (Lightning's default fetcher would read one batch ahead). Fast weights live in
 a separate dict: the module's parameters, and therefore checkpoints, are never changed by adaptation; all buffers
 (alignment statistics, BatchNorm statistics) are restored after the test epoch.
@@ -45,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -638,5 +639,3 @@ class MetaVO(PretrainMethod):
     def extra_repr(self) -> str:
         return f"preset={self.preset}, meta={asdict(self.meta_cfg)}, online={asdict(self.online_cfg)}"
 
-
-_ = field  # dataclasses.field kept importable for subclasses' option groups
