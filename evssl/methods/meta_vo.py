@@ -30,9 +30,9 @@ window: (1) predict depth and pose of window ``i`` with the current fast weights
 state (these predictions are what is evaluated), (2) fold window ``i``'s feature statistics into the online
 alignment statistics (so the adaptation pass of step 3 and window ``i + 1`` see them; window ``i`` itself was
 predicted with the statistics of windows ``< i``), (3) ``steps`` SGD (or Adam) steps on ``L(theta_i; D_i)`` ->
-``theta_{i+1}``, (4) carry the state. ``test_step`` takes the ``dataloader_iter`` and pulls one window at a time, so window ``i + 1`` is not even read
-before window ``i`` has been predicted (Lightning's default fetcher would read one batch ahead). Fast weights live in
-a separate dict: the module's parameters, and therefore checkpoints, are never changed by adaptation; all buffers
+``theta_{i+1}``, (4) carry the state. ``test_step`` takes the ``dataloader_iter`` and pulls one window at a time, so
+window ``i + 1`` is not even read before window ``i`` has been predicted (Lightning's default fetcher would read one
+batch ahead). Fast weights live in a separate dict: the module's parameters, and therefore checkpoints, are never changed by adaptation; all buffers
 (alignment statistics, BatchNorm statistics) are restored after the test epoch.
 
 Metrics per sequence, averaged over sequences (:mod:`evssl.metrics.odometry`): KITTI ``t_rel`` (%) / ``r_rel``
@@ -638,4 +638,3 @@ class MetaVO(PretrainMethod):
 
     def extra_repr(self) -> str:
         return f"preset={self.preset}, meta={asdict(self.meta_cfg)}, online={asdict(self.online_cfg)}"
-
