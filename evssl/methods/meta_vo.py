@@ -32,8 +32,8 @@ alignment statistics (so the adaptation pass of step 3 and window ``i + 1`` see 
 predicted with the statistics of windows ``< i``), (3) ``steps`` SGD (or Adam) steps on ``L(theta_i; D_i)`` ->
 ``theta_{i+1}``, (4) carry the state. ``test_step`` takes the ``dataloader_iter`` and pulls one window at a time, so
 window ``i + 1`` is not even read before window ``i`` has been predicted (Lightning's default fetcher would read one
-batch ahead). Fast weights live in a separate dict: the module's parameters, and therefore checkpoints, are never changed by adaptation; all buffers
-(alignment statistics, BatchNorm statistics) are restored after the test epoch.
+batch ahead). Fast weights live in a separate dict: the module's parameters, and therefore checkpoints, are never
+changed by adaptation; all buffers (alignment statistics, BatchNorm statistics) are restored after the test epoch.
 
 Metrics per sequence, averaged over sequences (:mod:`evssl.metrics.odometry`): KITTI ``t_rel`` (%) / ``r_rel``
 (deg/100 m) over ``kitti_lengths`` (scale-aligned), ATE after Sim(3) Umeyama alignment, RPE (frame offset 1,
