@@ -49,8 +49,10 @@ from evssl.data.datamodules import EventDataModule
 from evssl.data.datasets import StoreDataset
 from evssl.events import augment as aug
 from evssl.events.representations import Histogram, VoxelGrid
-from evssl.methods.brave import BraVe, BroadViewSpec, NarrowBroadViews
+from evssl.methods.brave import BraVe, BraVeOptim, BroadViewSpec, NarrowBroadViews
 from evssl.nn.backbones import BasicBlock, ResNet
+from evssl.nn.probe import ProbeConfig
+from evssl.tasks.transfer import reestimate_batchnorm
 
 
 def tiny_resnet(in_chans: int, width: int) -> ResNet:
@@ -125,12 +127,12 @@ def make_model(args: argparse.Namespace, dm: EventDataModule) -> BraVe:
         proj_dim=128,
         pred_hidden_dim=args.proj_hidden,
         randconv=not args.no_randconv,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
+        preset=args.preset,
+        optim=BraVeOptim(
+            name=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs
+        ),
         ema_target=args.ema_target,
-        probe_classes=0,
+        probe=ProbeConfig(enabled=False),
     )
 
 
@@ -147,19 +149,11 @@ def probe_loader(dm: EventDataModule, split: str, windows: int = 1, batch_size: 
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=Collate(dm._transform(False)))
 
 
-@torch.no_grad()
 def recalibrate_bn(backbone: nn.Module, loader: DataLoader) -> None:
-    """Re-estimate BatchNorm running statistics (cumulative average) on the probe's training windows."""
-    bns = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    backbone.train()
-    for batch in loader:
-        backbone(batch["input"].float())
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+    """Re-estimate BatchNorm running statistics (cumulative average) on the probe's training windows
+    (:func:`evssl.tasks.transfer.reestimate_batchnorm`, the implementation ``Classifier(bn_reestimate_batches=...)``
+    uses); the backbone is left in eval mode."""
+    reestimate_batchnorm(backbone, (batch["input"].float() for batch in loader))
     backbone.eval()
 
 
@@ -268,6 +262,12 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16, help="ResNet width (pooled features = 8 x width)")
     p.add_argument("--proj-hidden", type=int, default=1024, help="projector/predictor hidden size (paper: 4096)")
     p.add_argument("--optimizer", default="lars", choices=["lars", "adamw", "sgd"])
+    p.add_argument(
+        "--preset",
+        default="official",
+        choices=["official", "paper"],
+        help="BraVe preset (paper = the pre-v2 behaviour: predictor x10 on the step after LARS)",
+    )
     p.add_argument("--lr", type=float, default=10.0, help="peak LARS lr (paper: 1.0 at batch 512, 300k steps)")
     p.add_argument("--weight-decay", type=float, default=1e-2)
     p.add_argument("--warmup-epochs", type=float, default=1.0)

@@ -99,8 +99,9 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from evssl.data import EventDataModule
 from evssl.data.samplers import DenseWindow
 from evssl.events.representations import VoxelGrid
-from evssl.methods.ecddp import ECDDP
+from evssl.methods.ecddp import ECDDP, ECDDPOptim
 from evssl.nn.backbones import SwinTransformer
+from evssl.optim import EmaConfig, OptimConfig
 from evssl.tasks.dense import DepthEstimation, OpticalFlow, SemanticSegmentation
 
 # benchmark defaults (see the module docstring)
@@ -206,11 +207,9 @@ def pretrain(args: argparse.Namespace, seed: int, out: Path) -> tuple[Path, dict
         teacher_temp=args.teacher_temp,
         warmup_teacher_temp=min(0.04, args.teacher_temp),
         warmup_teacher_temp_epochs=max(1, args.pretrain_epochs // 4),
-        lr=args.pretrain_lr,
-        lr_batch_scale=False,
-        warmup_epochs=1,
-        min_lr_ratio=0.01,
-        ema_momentum=0.98,
+        preset=args.preset,
+        optim=ECDDPOptim(lr=args.pretrain_lr, lr_batch_scale=False, warmup_epochs=1, min_lr_ratio=0.01),
+        ema=EmaConfig(0.98),
         log_contexts_every_n_epochs=0,
         export_teacher=args.export == "teacher",
     )
@@ -241,7 +240,7 @@ def finetune(args: argparse.Namespace, task: str, seed: int, pretrained: Path | 
     cls, key, metric, _ = TASKS[task]
     seed_everything(seed + 1000, workers=True)
     model = cls(swin(), pretrained=str(pretrained) if pretrained else None, decoder_channels=32,
-                freeze_backbone=frozen, lr=args.finetune_lr, weight_decay=1e-4, warmup_epochs=0.5,
+                freeze_backbone=frozen, optim=OptimConfig(lr=args.finetune_lr, weight_decay=1e-4, warmup_epochs=0.5),
                 log_images_every_n_epochs=0)  # fmt: skip
     tr = trainer(args.frozen_epochs if frozen else args.finetune_epochs)
     dm = data(args, key, seed)
@@ -254,6 +253,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="tiny", help="synthetic store size (tiny: 340 train / 70 test clips)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--preset", default="official", choices=["official", "paper"],
+                        help="ECDDP preset (paper = the pre-v2 weight-decay groups)")  # fmt: skip
     parser.add_argument("--pretrain-epochs", type=int, default=PRETRAIN_EPOCHS)
     parser.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS, help="full fine-tuning epochs")
     parser.add_argument("--frozen-epochs", type=int, default=FROZEN_EPOCHS, help="frozen-backbone (probe) epochs")

@@ -269,7 +269,7 @@ def pretrain_ecdp(args: argparse.Namespace, pool: dict[str, torch.Tensor], seed:
 
 def build_ecdp(args: argparse.Namespace, seed: int) -> Any:
     """The ECDP module on a fresh ViT (precomputed frame embeddings, no image encoder)."""
-    from evssl.methods.ecdp import ECDP
+    from evssl.methods.ecdp import ECDP, ECDPOptim
 
     torch.manual_seed(seed)
     return ECDP(
@@ -280,10 +280,8 @@ def build_ecdp(args: argparse.Namespace, seed: int) -> Any:
         proj_dim=128,
         pred_hidden_dim=args.proj_hidden,
         mask_ratio=0.5,
-        lr=args.lr,
-        weight_decay=0.05,
-        warmup_epochs=args.warmup,
-        lr_batch_scale=True,
+        preset=args.preset,
+        optim=ECDPOptim(lr=args.lr, weight_decay=0.05, warmup_epochs=args.warmup, lr_batch_scale=True),
         log_views_every_n_epochs=0,
     )
 
@@ -301,6 +299,7 @@ def supervised(
 
     import lightning.pytorch as pl
 
+    from evssl.optim import OptimConfig
     from evssl.tasks import Classifier
 
     pl.seed_everything(seed, verbose=False)
@@ -314,10 +313,7 @@ def supervised(
             num_classes=int(pool["label"].max()) + 1,
             mode="scratch" if init is None else "finetune",
             pretrained=pretrained,
-            lr=args.sup_lr,
-            weight_decay=0.05,
-            warmup_epochs=args.sup_warmup,
-            lr_batch_scale=True,
+            optim=OptimConfig(lr=args.sup_lr, weight_decay=0.05, warmup_epochs=args.sup_warmup, lr_batch_scale=True),
             label_smoothing=0.1,
             layer_decay=args.scratch_layer_decay if init is None else 0.75,
         )
@@ -407,6 +403,12 @@ def main() -> None:
     p.add_argument("--embed", type=int, default=128, help="frame embedding size (random-feature encoder)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=4e-3, help="ECDP AdamW lr per 256 samples")
+    p.add_argument(
+        "--preset",
+        default="official",
+        choices=["official", "paper"],
+        help="ECDP preset (paper = the pre-v2 class defaults: mask_form paper, rgb_key_grad global)",
+    )
     p.add_argument("--warmup", type=float, default=3.0, help="ECDP warm-up epochs")
     p.add_argument("--sup-lr", type=float, default=4e-3, help="supervised AdamW lr per 256 samples")
     p.add_argument("--sup-warmup", type=float, default=5.0, help="supervised warm-up epochs")

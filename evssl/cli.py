@@ -8,7 +8,7 @@ module is instantiated):
 
 * ``data.in_channels`` -> ``model.init_args.backbone.init_args.in_chans`` (channels of the representation);
 * ``data.num_classes`` -> ``model.init_args.num_classes`` (downstream tasks) and
-  ``model.init_args.probe_classes`` (online probe of pre-training methods); a model without that argument ignores
+  ``model.init_args.probe.classes`` (online probe of pre-training methods); a model without that argument ignores
   the link.
 
 ``convert``, ``synth`` and ``export`` are plain argparse commands dispatched before Lightning is set up.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _get_module_type, _InstantiatorFn
 from lightning.pytorch.utilities import rank_zero_only
 
 from evssl import __version__
@@ -116,12 +116,30 @@ class EvsslCLI(LightningCLI):
         )
         parser.link_arguments("data.in_channels", "model.init_args.backbone.init_args.in_chans", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.init_args.probe_classes", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.probe.classes", apply_on="instantiate")
+
+    def _add_instantiators(self) -> None:
+        """Lightning's instantiators, with the model's one skipping links into arguments the model lacks.
+
+        ``data.num_classes -> model.init_args.probe.classes`` targets a nested option group that tasks do not have;
+        jsonargparse ignores such a link, but Lightning would still write it into the task's recorded hparams (and
+        fail on the missing parent ``probe``).
+        """
+        self.parser.add_instantiator(
+            _LinkTolerantInstantiator(cli=self, key="model"),
+            _get_module_type(self._model_class),
+            subclasses=self.subclass_mode_model,
+        )
+        self.parser.add_instantiator(
+            _InstantiatorFn(cli=self, key="data"),
+            _get_module_type(self._datamodule_class),
+            subclasses=self.subclass_mode_data,
+        )
 
     def after_instantiate_classes(self) -> None:
         """Drop class-count link values the chosen model does not take from its saved hyper-parameters.
 
-        ``data.num_classes`` is linked to both ``num_classes`` (tasks) and ``probe_classes`` (methods); jsonargparse
+        ``data.num_classes`` is linked to both ``num_classes`` (tasks) and ``probe.classes`` (methods); jsonargparse
         skips the target a model lacks, but Lightning still records it in ``hparams``, which would break
         ``--ckpt_path`` resume and ``evssl export`` (the model would be rebuilt with an unexpected argument).
         """
@@ -143,13 +161,33 @@ class EvsslCLI(LightningCLI):
         print(f"validation accuracy: {acc:.3f} (chance: {_chance_level(self.datamodule, self.model):.3f})")
 
 
-def _drop_unaccepted_hparams(model: LightningModule, keys: Sequence[str]) -> None:
+class _LinkTolerantInstantiator(_InstantiatorFn):
+    """Drops applied links whose first ``init_args`` component is not an argument of the class being built."""
+
+    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
+        accepted = _accepted_arguments(class_type)
+        prefix = f"{self.key}.init_args."
+        kept = {
+            k: v
+            for k, v in applied_instantiation_links.items()
+            if not k.startswith(prefix) or k[len(prefix) :].split(".")[0] in accepted
+        }
+        return super().__call__(class_type, *args, applied_instantiation_links=kept, **kwargs)
+
+
+def _accepted_arguments(model_class: type) -> set[str]:
+    """``__init__`` argument names of ``model_class`` and its bases up to ``LightningModule`` (``**kwargs`` chains)."""
     accepted: set[str] = set()
-    for cls in type(model).__mro__:
+    for cls in model_class.__mro__:
         if cls is LightningModule or not issubclass(cls, LightningModule):
             break
         if "__init__" in cls.__dict__:
             accepted |= set(inspect.signature(cls.__init__).parameters)
+    return accepted
+
+
+def _drop_unaccepted_hparams(model: LightningModule, keys: Sequence[str]) -> None:
+    accepted = _accepted_arguments(type(model))
     for key in keys:
         if key not in accepted and key in model.hparams:
             model.hparams.pop(key)

@@ -17,7 +17,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from evssl.methods.base import PretrainMethod
+from evssl.methods.base import PretrainMethod, SSLOutput
 from evssl.nn.ema import make_target
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ class TinyBYOL(PretrainMethod):
         """Backbone and projector are EMA'd."""
         return [(self.backbone, self.target_backbone), (self.projector, self.target_projector)]
 
-    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> SSLOutput:
         """Symmetric BYOL loss of two deterministic views."""
         x = batch["input"]
         v1, v2 = x, torch.flip(x, dims=[3]) + 0.1 * torch.cos(x)
@@ -94,7 +94,7 @@ class TinyBYOL(PretrainMethod):
         loss = (2 - 2 * F.cosine_similarity(p1, z2, dim=-1)).mean() + (
             2 - 2 * F.cosine_similarity(p2, z1, dim=-1)
         ).mean()
-        return {"loss": loss, "probe_features": feats.detach()}
+        return SSLOutput(loss, features=feats.detach())
 
 
 class _TensorSet(Dataset):
@@ -186,3 +186,39 @@ class RecordSteps(Callback):
         (self.out_dir / f"loss_rank{trainer.global_rank}.json").write_text(json.dumps(self.losses))
         if trainer.is_global_zero:
             torch.save({k: v.detach().cpu() for k, v in pl_module.state_dict().items()}, self.out_dir / "weights.pt")
+
+
+_OPTIM_KEYS = {
+    "optimizer": "name",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "weight_decay_end": "weight_decay_end",
+    "momentum": "momentum",
+    "betas": "betas",
+    "warmup_epochs": "warmup_epochs",
+    "min_lr_ratio": "min_lr_ratio",
+    "lr_batch_scale": "lr_batch_scale",
+    "no_decay": "no_decay",
+    "lr_rules": "lr_rules",
+    "lars_masks": "lars_masks",
+}
+
+
+def grouped(kw: dict[str, Any], optim_cls: type | None = None) -> dict[str, Any]:
+    """Flat test keywords (``lr=``, ``ema_momentum=``, ``probe_classes=`` ...) as option groups.
+
+    ``optim`` is built from ``optim_cls`` (the method's defaults) only when an optimiser keyword is given; ``ema`` /
+    ``probe`` likewise.
+    """
+    from evssl.nn.probe import ProbeConfig
+    from evssl.optim import EmaConfig, OptimConfig
+
+    kw = dict(kw)
+    opt = {_OPTIM_KEYS[k]: kw.pop(k) for k in list(kw) if k in _OPTIM_KEYS}
+    if opt:
+        kw["optim"] = (optim_cls or OptimConfig)(**opt)
+    if "ema_momentum" in kw or "ema_momentum_end" in kw:
+        kw["ema"] = EmaConfig(kw.pop("ema_momentum", 0.996), kw.pop("ema_momentum_end", 1.0))
+    if "probe_classes" in kw or "probe_lr" in kw:
+        kw["probe"] = ProbeConfig(classes=kw.pop("probe_classes", 0), lr=kw.pop("probe_lr", 1e-3))
+    return kw

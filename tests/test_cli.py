@@ -22,7 +22,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is
 SMOKE = REPO / "experiments" / "smoke"
 SUPERVISED = SMOKE / "supervised.yaml"
 SMOKE_CONFIGS = sorted(SMOKE.glob("*.yaml"))
-PAPER_CONFIGS = sorted((REPO / "experiments" / "classification").glob("*.yaml"))
+#: every other YAML under experiments/ (paper-scale and small-compute configs of every method and task)
+PAPER_CONFIGS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if p.parent != SMOKE)
 # only two training steps and one validation batch: the point is that every config runs end to end
 QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
 
@@ -91,9 +92,10 @@ def test_print_config_resolves_every_default(config: Path, capsys: pytest.Captur
     # linked values are not in the config: they come from the data module
     backbone = model.get("backbone", {}).get("init_args", {})
     assert "in_chans" not in backbone
-    assert "num_classes" not in model and "probe_classes" not in model
+    assert "num_classes" not in model and "classes" not in (model.get("probe") or {})
+    assert {"lr", "weight_decay", "warmup_epochs", "name", "lr_rules", "no_decay"} <= set(model["optim"] or {})
     if cfg["model"]["class_path"].endswith("Classifier"):
-        assert {"mode", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "optimizer"} <= set(model)
+        assert {"mode", "optim", "label_smoothing"} <= set(model)
 
 
 def test_supervised_print_config_lists_class_defaults(capsys: pytest.CaptureFixture) -> None:
@@ -101,7 +103,7 @@ def test_supervised_print_config_lists_class_defaults(capsys: pytest.CaptureFixt
     cfg = yaml.safe_load(capsys.readouterr().out)
     data = cfg["data"]["init_args"]
     assert {"batch_size", "num_workers", "representation_on", "seed", "train_split"} <= set(data)
-    assert cfg["model"]["init_args"]["min_lr_ratio"] == 0.0  # an untouched default is shown
+    assert cfg["model"]["init_args"]["optim"]["min_lr_ratio"] == 0.0  # an untouched default is shown
 
 
 def test_wrong_class_path_and_wrong_key_are_reported(capsys: pytest.CaptureFixture) -> None:
@@ -168,7 +170,7 @@ def test_links_from_data_to_model(tmp_path: Path) -> None:
 
     cli = EvsslCLI(args=["--config", str(_tiny_byol_config(tmp_path))], run=False)
     assert cli.model.backbone.in_chans == 3  # data.in_channels -> backbone in_chans
-    assert cli.model.probe_classes == 5 and cli.model.probe.out_features == 5  # data.num_classes -> probe
+    assert cli.model.probe_config.classes == 5 and cli.model.probe.linear.out_features == 5  # num_classes -> probe
     cli = EvsslCLI(args=["--config", str(SUPERVISED), "--trainer.logger", "false"], run=False)
     assert cli.model.num_classes == cli.datamodule.num_classes == 10
     assert cli.model.backbone.in_chans == cli.datamodule.in_channels == 5
@@ -217,7 +219,7 @@ def test_export_of_a_pretraining_method_and_resume_from_its_checkpoint(tmp_path:
     assert _main_exit(["fit", "--config", str(cfg), "--trainer.max_epochs", "1"]) == 0
     ckpt = next(tmp_path.rglob("*.ckpt"))
     hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
-    assert hparams["probe_classes"] == 5 and "num_classes" not in hparams  # only the link the model takes
+    assert hparams["probe"]["classes"] == 5 and "num_classes" not in hparams  # only the link the model takes
     out = tmp_path / "byol_backbone.pt"
     assert _main_exit(["export", str(ckpt), "--out", str(out)]) == 0
     meta = json.loads(out.with_suffix(".json").read_text())

@@ -36,11 +36,8 @@ def _config(tmp_path: Path, name: str, callbacks: list[dict]) -> Path:
             "class_path": "tests.helpers.TinyBYOL",
             "init_args": {
                 "backbone": {"class_path": "tests.helpers.TinyNet", "init_args": {"width": 8}},
-                "lr": 0.01,
-                "warmup_epochs": 1,
-                "weight_decay": 0.04,
-                "weight_decay_end": 0.4,
-                "ema_momentum": 0.9,
+                "optim": {"lr": 0.01, "warmup_epochs": 1, "weight_decay": 0.04, "weight_decay_end": 0.4},
+                "ema": {"momentum": 0.9},
             },
         },
         "data": {"class_path": "tests.helpers.TensorDataModule", "init_args": {"num_samples": 48, "batch_size": 8}},

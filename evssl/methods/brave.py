@@ -39,8 +39,10 @@ Faithfulness notes (official JAX code ``brave/models/brave/{brave,modules,config
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -52,14 +54,17 @@ from torch import Tensor, nn
 from evssl.data.samplers import WindowSampler, nearest_index, pick_start
 from evssl.events.schema import Events
 from evssl.losses.regression import brave_loss, normalized_std
-from evssl.methods.base import PretrainMethod
+from evssl.methods.base import PretrainMethod, SSLOutput
+from evssl.nn.ema import make_target
 from evssl.nn.heads import byol_predictor, byol_projector
+from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
+from evssl.optim import EmaConfig, LrRule, OptimConfig, OptimizerName
 
 if TYPE_CHECKING:  # pragma: no cover
     from evssl.events.io.store import EventStore
     from evssl.events.representations import Representation
 
-__all__ = ["BraVe", "BroadViewSpec", "NarrowBroadViews", "RandConv", "sync_batchnorm_"]
+__all__ = ["BRAVE_PRESETS", "BraVe", "BraVeOptim", "BroadViewSpec", "NarrowBroadViews", "RandConv", "sync_batchnorm_"]
 
 #: Event key of the narrow view in a training sample; its representation lands in ``batch["input"]``.
 NARROW_EVENTS = "narrow_events"
@@ -466,6 +471,12 @@ def sync_batchnorm_(module: nn.Module, process_group: Any = None) -> int:
 
 
 # ======================================================================================================== method
+def _check_preset(preset: str) -> str:
+    if preset not in BRAVE_PRESETS:
+        raise ValueError(f"BraVe: unknown preset {preset!r}; expected one of {sorted(BRAVE_PRESETS)}")
+    return preset
+
+
 def _check_channels(x: Tensor, net: nn.Module, view: str, field: str) -> None:
     """A clear error when a view's representation and its backbone disagree on the channel count."""
     want = getattr(net, "in_chans", None)
@@ -474,6 +485,26 @@ def _check_channels(x: Tensor, net: nn.Module, view: str, field: str) -> None:
             f"BraVe {view} has {x.shape[1]} channels (from its representation) but its backbone expects "
             f"in_chans={want}: set model.{field}: {x.shape[1]}"
         )
+
+
+@dataclass
+class BraVeOptim(OptimConfig):
+    """BraVe's optimiser (``brave/training/config.py``): LARS, peak lr 1.0 (per 256 samples when
+    ``lr_batch_scale``), weight decay 1e-2, 10 warm-up epochs, cosine to 0."""
+
+    name: OptimizerName = "lars"
+    lr: float = 1.0
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 10.0
+
+
+#: The faithfulness switches of :class:`BraVe` (``None`` fields take these values).
+BRAVE_PRESETS: dict[str, dict[str, Any]] = {
+    # official JAX code: the x10 scales the predictor's *gradient* before LARS (``_scale_by_module_name``)
+    "official": {"predictor_rule": "gradient"},
+    # paper text (§4.1): "the learning rate of the predictor is 10 times the base learning rate"
+    "paper": {"predictor_rule": "step"},
+}
 
 
 class BraVe(PretrainMethod):
@@ -488,12 +519,16 @@ class BraVe(PretrainMethod):
         pred_hidden_dim: predictor ``128 → 4096 → BN → ReLU → 128`` (BraVe ``Predictor``).
         randconv: apply :class:`RandConv` to the broad views (one bool for all, or one per broad view).
         randconv_max_kernel, randconv_p: largest kernel size (11) and probability per sample (1.0).
-        predictor_lr_scale: learning-rate multiplier of the predictor (BraVe: 10).
+        predictor_lr_scale: the predictor's ×10 (an :class:`~evssl.optim.LrRule` on ``predictor.*`` appended to
+            ``optim.lr_rules``).
+        predictor_rule: where the ×10 acts: ``"gradient"`` (official: the gradient before LARS, so the trust ratio
+            cancels it for weight matrices and it only weakens their weight decay) or ``"step"`` (the paper's
+            "learning rate ×10": the update after the trust ratio). ``None`` = the preset's.
+        preset: ``"official"`` (default) or ``"paper"`` (:data:`BRAVE_PRESETS`).
         ema_target: ablation — targets from EMA copies of backbones and projector (BYOL style) instead of the
-            online networks; momentum from ``ema_momentum`` → ``ema_momentum_end``. Off in BraVe.
+            online networks; momentum ``ema.momentum → ema.momentum_end``. Off in BraVe.
         sync_batchnorm: convert every BatchNorm to SyncBatchNorm when ``trainer.world_size > 1``.
-        optimizer, lr, weight_decay, ...: see :class:`~evssl.methods.base.PretrainMethod`; defaults follow BraVe
-            (LARS, peak lr 1.0 — per 256 samples when ``lr_batch_scale`` —, weight decay 1e-2).
+        optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to :class:`BraVeOptim`.
     """
 
     def __init__(
@@ -507,43 +542,23 @@ class BraVe(PretrainMethod):
         randconv_max_kernel: int = 11,
         randconv_p: float = 1.0,
         predictor_lr_scale: float = 10.0,
+        predictor_rule: Literal["step", "gradient"] | None = None,
+        preset: Literal["official", "paper"] = "official",
         ema_target: bool = False,
         sync_batchnorm: bool = True,
-        optimizer: Literal["adamw", "sgd", "lars"] = "lars",
-        lr: float = 1.0,
-        weight_decay: float = 1e-2,
-        weight_decay_end: float | None = None,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 10.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
-        ema_momentum: float = 0.99,
-        ema_momentum_end: float = 1.0,
-        probe_classes: int = 0,
-        probe_lr: float = 1e-3,
+        optim: BraVeOptim | None = None,
+        ema: EmaConfig | None = None,
+        probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        super().__init__(
-            backbone,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            weight_decay_end=weight_decay_end,
-            momentum=momentum,
-            betas=betas,
-            warmup_epochs=warmup_epochs,
-            min_lr_ratio=min_lr_ratio,
-            lr_batch_scale=lr_batch_scale,
-            ema_momentum=ema_momentum,
-            ema_momentum_end=ema_momentum_end,
-            probe_classes=probe_classes,
-            probe_lr=probe_lr,
-        )
-        if isinstance(self.hparams.get("broad_backbones"), (list, tuple)) and any(
-            isinstance(m, nn.Module) for m in self.hparams["broad_backbones"]
-        ):  # built in Python, not from a config: keep module objects out of the checkpoint's hparams
-            self.hparams.pop("broad_backbones")
-            self._hparams_initial.pop("broad_backbones", None)
+        super().__init__(backbone, optim, ema, probe, default_optim=BraVeOptim(), default_ema=EmaConfig(0.99))
+        if predictor_rule is None:
+            predictor_rule = BRAVE_PRESETS[_check_preset(preset)]["predictor_rule"]
+        if predictor_rule not in ("step", "gradient"):
+            raise ValueError(f"BraVe: predictor_rule must be 'step' or 'gradient', got {predictor_rule!r}")
+        self.predictor_rule = predictor_rule
+        if predictor_lr_scale != 1.0:
+            rule = LrRule(r"(^|\.)predictor\.", float(predictor_lr_scale), predictor_rule)
+            self.optim = dataclasses.replace(self.optim, lr_rules=(*self.optim.lr_rules, rule))
         broad = list(broad_backbones)
         if not broad:
             raise ValueError("BraVe needs at least one broad backbone")
@@ -567,13 +582,12 @@ class BraVe(PretrainMethod):
         self.randconv_flags = flags
         self.randconv = RandConv(randconv_max_kernel, randconv_p)
         self.proj_dim = int(proj_dim)
-        self.predictor_lr_scale = float(predictor_lr_scale)
         self.ema_target = bool(ema_target)
         self.sync_batchnorm = bool(sync_batchnorm)
         if self.ema_target:
-            self.target_backbone = self.ema_copy(self.backbone)
-            self.target_broad_backbones = self.ema_copy(self.broad_backbones)
-            self.target_projector = self.ema_copy(self.projector)
+            self.target_backbone = make_target(self.backbone)
+            self.target_broad_backbones = make_target(self.broad_backbones)
+            self.target_projector = make_target(self.projector)
 
     # ------------------------------------------------------------------ views → (z, h)
     def project(self, feats: Tensor) -> tuple[Tensor, Tensor]:
@@ -597,7 +611,7 @@ class BraVe(PretrainMethod):
             xs.append(x)
         return xs
 
-    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> SSLOutput:
         """Symmetric narrow↔broad regression (BraVe eq. in the module docstring) + collapse monitor."""
         x_n = batch["input"].float()
         _check_channels(x_n, self.backbone, "narrow view ('input')", "backbone.init_args.in_chans")
@@ -623,17 +637,15 @@ class BraVe(PretrainMethod):
         loss, terms = brave_loss(narrow_pair, broad_pairs)
 
         # collapse monitor: std of L2-normalised projections over the batch, ≈ 1/sqrt(d) when healthy
-        stds = torch.stack([normalized_std(z) for z in (z_n, *z_bs)])
-        proj_std = stds.mean()
-        if self._trainer is not None:  # outside a Trainer (unit tests) there is nothing to log to
-            bs = x_n.shape[0]
-            for name, value in (
-                ("proj_std", proj_std),
-                ("proj_std_ratio", proj_std * math.sqrt(self.proj_dim)),
-                ("proj_std_narrow", stds[0]),
-            ):
-                self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=bs)
-        return {"loss": loss, **terms, "probe_features": f_n}
+        with torch.no_grad():
+            stds = torch.stack([normalized_std(z) for z in (z_n, *z_bs)])
+        logs = {
+            **terms,
+            "proj_std": stds.mean(),
+            "proj_std_ratio": stds.mean() * math.sqrt(self.proj_dim),
+            "proj_std_narrow": stds[0],
+        }
+        return SSLOutput(loss, logs, features=f_n)
 
     # ------------------------------------------------------------------ evaluation / export
     def probe_features(self, batch: dict[str, Any]) -> Tensor:
@@ -646,12 +658,12 @@ class BraVe(PretrainMethod):
 
     # ------------------------------------------------------------------ optimisation
     def learnable_params(self) -> list[dict[str, Any]]:
-        """Base groups (narrow backbone, probe) + broad backbones, projector, and the predictor at lr × 10."""
+        """Base groups (narrow backbone, probe) + broad backbones, projector and predictor."""
         return [
             *super().learnable_params(),
             {"name": "broad_backbones", "params": list(self.broad_backbones.parameters())},
             {"name": "projector", "params": list(self.projector.parameters())},
-            {"name": "predictor", "params": list(self.predictor.parameters()), "lr_scale": self.predictor_lr_scale},
+            {"name": "predictor", "params": list(self.predictor.parameters())},  # x10: an LrRule (see __init__)
         ]
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:

@@ -56,7 +56,9 @@ Transfer: :meth:`backbone_for_export` returns the student Swin without its mask 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -74,13 +76,16 @@ from evssl.losses.ecddp import (
     pooling_attention_mask,
     sinkhorn_targets,
 )
-from evssl.methods.base import OptimizerName, PretrainMethod, class_config
+from evssl.methods.base import PretrainMethod, SSLOutput
 from evssl.nn.backbones.swin import SwinNeck
 from evssl.nn.backbones.vit import Mlp
 from evssl.nn.crops import random_crop_boxes, random_resized_crops, resized_crop_nearest, transport_labels
 from evssl.nn.ema import make_target
 from evssl.nn.heads import DINOHead, cancel_last_layer_gradients
 from evssl.nn.masking import ibot_block_masks
+from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
+from evssl.optim import EmaConfig, OptimConfig
+from evssl.utils.hparams import class_config
 
 __all__ = ["ECDDP", "AttentionPool", "PooledPrototypeHead"]
 
@@ -179,6 +184,30 @@ class PooledPrototypeHead(nn.Module):
 
 
 # ====================================================================================================== method
+@dataclass
+class ECDDPOptim(OptimConfig):
+    """ECDDP's recipe (supp. Tab. 3, ``config/pretrain/swin_small.yml``): AdamW, lr 5e-4 per 256 samples, 10 warm-up
+    epochs, cosine to ``min_lr_ratio`` of the peak, weight decay cosine 0.04 -> 0.4."""
+
+    lr: float = 5e-4
+    weight_decay: float = 0.04
+    weight_decay_end: float | None = 0.4
+    warmup_epochs: float = 10.0
+    min_lr_ratio: float = 0.002
+    lr_batch_scale: bool = True
+    no_decay: tuple[str, ...] | None = None  # None = the preset's weight-decay policy
+
+
+#: The faithfulness switches of :class:`ECDDP` (``None`` values take these).
+ECDDP_PRESETS: dict[str, dict[str, Any]] = {
+    # official code (``trainer/pretrain_trainer.py:params_groups``): every >= 2-D parameter decays (tokens, the
+    # mask token, rel-pos tables, weight_g included); the patch-embed group (conv bias and LN too) decays x1
+    "official": {"no_decay": ("bias", "norm"), "patch_embed_no_decay": ()},
+    # the usual DINO/iBOT/Swin policy: no decay on 1-D parameters, tokens, position tables
+    "paper": {"no_decay": OptimConfig().no_decay, "patch_embed_no_decay": None},
+}
+
+
 class ECDDP(PretrainMethod):
     """ECDDP dense self-distillation (see the module docstring for the equations and the choices).
 
@@ -211,9 +240,9 @@ class ECDDP(PretrainMethod):
         export_teacher: export the EMA teacher's backbone instead of the student's.
         log_contexts_every_n_epochs: log K-means context pictures every n epochs (0 = never).
         log_contexts_num_samples: pictures per log.
-        optimizer, lr, weight_decay, weight_decay_end, momentum, betas, warmup_epochs, min_lr_ratio,
-        lr_batch_scale, ema_momentum, ema_momentum_end, probe_classes, probe_lr: see
-        :class:`~evssl.methods.base.PretrainMethod` (defaults = ECDDP's).
+        preset: ``"official"`` (default) or ``"paper"`` (:data:`ECDDP_PRESETS`): the weight-decay groups.
+        optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to :class:`ECDDPOptim`,
+            ``ema`` to 0.992 -> 1.
     """
 
     def __init__(
@@ -257,36 +286,17 @@ class ECDDP(PretrainMethod):
         export_teacher: bool = False,
         log_contexts_every_n_epochs: int = 1,
         log_contexts_num_samples: int = 4,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 5e-4,
-        weight_decay: float = 0.04,
-        weight_decay_end: float | None = 0.4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 10.0,
-        min_lr_ratio: float = 0.002,
-        lr_batch_scale: bool = True,
-        ema_momentum: float = 0.992,
-        ema_momentum_end: float = 1.0,
-        probe_classes: int = 0,
-        probe_lr: float = 1e-3,
+        preset: Literal["official", "paper"] = "official",
+        optim: ECDDPOptim | None = None,
+        ema: EmaConfig | None = None,
+        probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        super().__init__(
-            backbone,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            weight_decay_end=weight_decay_end,
-            momentum=momentum,
-            betas=betas,
-            warmup_epochs=warmup_epochs,
-            min_lr_ratio=min_lr_ratio,
-            lr_batch_scale=lr_batch_scale,
-            ema_momentum=ema_momentum,
-            ema_momentum_end=ema_momentum_end,
-            probe_classes=probe_classes,
-            probe_lr=probe_lr,
-        )
+        super().__init__(backbone, optim, ema, probe, default_optim=ECDDPOptim(), default_ema=EmaConfig(0.992))
+        if preset not in ECDDP_PRESETS:
+            raise ValueError(f"ECDDP: unknown preset {preset!r}; expected one of {sorted(ECDDP_PRESETS)}")
+        self.preset = preset
+        if self.optim.no_decay is None:
+            self.optim = dataclasses.replace(self.optim, no_decay=tuple(ECDDP_PRESETS[preset]["no_decay"]))
         channels = getattr(backbone, "feature_channels", None)
         strides = getattr(backbone, "feature_strides", None)
         if channels is None or strides is None or len(channels) != 4:
@@ -379,8 +389,11 @@ class ECDDP(PretrainMethod):
         embed_ids = {id(p) for p in embed}
         rest = [p for p in self.backbone.parameters() if id(p) not in embed_ids]
         groups = [g for g in groups if g["name"] != "backbone"]
+        embed_spec: dict[str, Any] = {"name": "patch_embed", "params": embed, "lr_scale": self.patch_embed_lr_scale}
+        if ECDDP_PRESETS[self.preset]["patch_embed_no_decay"] is not None:
+            embed_spec["no_decay"] = ECDDP_PRESETS[self.preset]["patch_embed_no_decay"]
         return [
-            {"name": "patch_embed", "params": embed, "lr_scale": self.patch_embed_lr_scale},
+            embed_spec,
             {"name": "backbone", "params": rest},
             {"name": "neck", "params": list(self.neck.parameters())},
             {
@@ -547,13 +560,14 @@ class ECDDP(PretrainMethod):
         )
         return out
 
-    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> SSLOutput:
         """ECDDP loss of one batch (``batch["input"]`` is the voxel grid of the random crop)."""
         out = self.forward_losses(batch["input"].float(), self._epoch_progress(batch_idx))
         views, tgt = out.pop("views"), out.pop("targets")
         if batch_idx == 0:
             self._log_contexts(views, tgt)
-        return out
+        loss = out.pop("loss")
+        return SSLOutput(loss, {k: v for k, v in out.items() if isinstance(v, Tensor)})
 
     # ---------------------------------------------------------------------------------------------- pictures
     def _log_contexts(self, views: dict[str, Any], tgt: dict[str, Tensor]) -> None:

@@ -68,9 +68,11 @@ The online probe (ECDP's ``head``) trains on the detached features of the masked
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -84,12 +86,14 @@ from evssl.events.representations import Representation
 from evssl.events.schema import Events
 from evssl.losses.contrastive import info_nce
 from evssl.losses.ecdp import distribution_alignment_loss, embedding_projection
-from evssl.methods.base import PretrainMethod
+from evssl.methods.base import PretrainMethod, SSLOutput
 from evssl.nn.crops import random_resized_crop_nearest
 from evssl.nn.ema import make_target
 from evssl.nn.heads import mocov3_predictor, mocov3_projector
 from evssl.nn.image_encoders import ImageEncoder, as_frozen_image_encoder
 from evssl.nn.masking import conditional_keep_index, keep_mask, patch_density
+from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
+from evssl.optim import EmaConfig, OptimConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     from evssl.events.batch import EventBatch
@@ -384,6 +388,28 @@ def load_mocov3_init(model: nn.Module, path: str | os.PathLike) -> dict[str, Any
 
 
 # ======================================================================================================== method
+@dataclass
+class ECDPOptim(OptimConfig):
+    """ECDP's ViT-S recipe (``config/ours/base/ours_pretraining_base.yml``, ``pr_vits.yml``): AdamW, base lr
+    1.5e-4 per 256 samples, weight decay 0.03, 40 warm-up epochs, cosine to 0."""
+
+    lr: float = 1.5e-4
+    weight_decay: float = 0.03
+    warmup_epochs: float = 40.0
+    lr_batch_scale: bool = True
+    no_decay: tuple[str, ...] | None = None  # None = the preset's weight-decay policy
+
+
+#: The faithfulness switches of :class:`ECDP` (``None`` arguments and ``optim.no_decay: null`` take these values).
+ECDP_PRESETS: dict[str, dict[str, Any]] = {
+    # official code: top-K of d*u masking, no gradient through the image keys of L_RGB, AdamW over
+    # ``model.parameters()`` with one weight decay for all (``trainer/pr_trainer.py:214-219``)
+    "official": {"mask_form": "code", "rgb_key_grad": "none", "no_decay": ()},
+    # paper text: sampling proportional to density (Eq. 1), h_I trained by L_RGB (§3.3), usual no-decay kinds
+    "paper": {"mask_form": "paper", "rgb_key_grad": "global", "no_decay": OptimConfig().no_decay},
+}
+
+
 class ECDP(PretrainMethod):
     """ECDP pre-training (see the module docstring for the equations and every paper/code choice).
 
@@ -400,21 +426,24 @@ class ECDP(PretrainMethod):
         proj_hidden_dim, proj_dim, proj_layers: MoCo-v3 projectors h_evt, h_img (4096, 256, 3 layers).
         pred_hidden_dim, pred_layers: MoCo-v3 predictors (4096, 2 layers).
         mask_ratio: fraction of patches dropped in both views (0.5).
-        mask_form: ``"paper"`` or ``"code"`` conditional masking.
+        mask_form: ``"paper"`` or ``"code"`` conditional masking (``None`` = the preset's).
         crop_min: lower bound of the random-resized-crop area (0.45); ``crop_ratio``: aspect range (3/4, 4/3).
         hflip_p: horizontal-flip probability per view.
         view_size: (H, W) of the views; ``None`` = the input size. Must be a multiple of the patch size.
         temperature_evt, temperature_img: τ of L_evt (0.2) and of L_RGB / L_kl (0.1).
         lambda_evt, lambda_rgb, lambda_kl: loss weights (1, 1, 2).
         kl_form: ``"code"`` or ``"paper"`` form of L_kl.
-        rgb_key_grad: ``"global"``, ``"local"`` or ``"none"``: gradient through the image keys of L_RGB.
+        rgb_key_grad: ``"global"``, ``"local"`` or ``"none"``: gradient through the image keys of L_RGB (``None``
+            = the preset's).
         evt_projection: use ζ in L_evt (ECDP ``project: true``); ``False`` is the collapse ablation.
         log_views_every_n_epochs: log pictures of the two masked views of the first training batch every n epochs
             (0 = never); ``log_views_num_samples`` samples.
-        optimizer, lr, ...: :class:`~evssl.methods.base.PretrainMethod`; defaults are ECDP's ViT-S recipe (AdamW,
-            base lr 1.5e-4 per 256 samples, wd 0.03, 40 warm-up epochs, cosine to 0, EMA 0.99 → 1).
         init_checkpoint: a local MoCo-v3 ViT checkpoint to start from, as ECDP does (supp.: +3.16 linear probe):
             see :func:`mocov3_init_state` for what is loaded where. The momentum encoder starts as its copy.
+        preset: ``"official"`` (default: the official code) or ``"paper"`` (:data:`ECDP_PRESETS`): sets
+            ``mask_form``, ``rgb_key_grad`` and, without an explicit ``optim``, the weight-decay policy.
+        optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to :class:`ECDPOptim`,
+            ``ema`` to 0.99 -> 1.
     """
 
     def __init__(
@@ -429,7 +458,7 @@ class ECDP(PretrainMethod):
         pred_hidden_dim: int = 4096,
         pred_layers: int = 2,
         mask_ratio: float = 0.5,
-        mask_form: Literal["paper", "code"] = "paper",
+        mask_form: Literal["paper", "code"] | None = None,
         crop_min: float = 0.45,
         crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
         hflip_p: float = 0.5,
@@ -440,41 +469,24 @@ class ECDP(PretrainMethod):
         lambda_rgb: float = 1.0,
         lambda_kl: float = 2.0,
         kl_form: Literal["paper", "code"] = "code",
-        rgb_key_grad: Literal["global", "local", "none"] = "global",
+        rgb_key_grad: Literal["global", "local", "none"] | None = None,
         evt_projection: bool = True,
         log_views_every_n_epochs: int = 1,
         log_views_num_samples: int = 4,
-        optimizer: Literal["adamw", "sgd", "lars"] = "adamw",
-        lr: float = 1.5e-4,
-        weight_decay: float = 0.03,
-        weight_decay_end: float | None = None,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 40.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = True,
-        ema_momentum: float = 0.99,
-        ema_momentum_end: float = 1.0,
-        probe_classes: int = 0,
-        probe_lr: float = 1e-3,
         init_checkpoint: str | None = None,
+        preset: Literal["official", "paper"] = "official",
+        optim: ECDPOptim | None = None,
+        ema: EmaConfig | None = None,
+        probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        super().__init__(
-            backbone,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            weight_decay_end=weight_decay_end,
-            momentum=momentum,
-            betas=betas,
-            warmup_epochs=warmup_epochs,
-            min_lr_ratio=min_lr_ratio,
-            lr_batch_scale=lr_batch_scale,
-            ema_momentum=ema_momentum,
-            ema_momentum_end=ema_momentum_end,
-            probe_classes=probe_classes,
-            probe_lr=probe_lr,
-        )
+        super().__init__(backbone, optim, ema, probe, default_optim=ECDPOptim(), default_ema=EmaConfig(0.99))
+        table = ECDP_PRESETS.get(preset)
+        if table is None:
+            raise ValueError(f"ECDP: unknown preset {preset!r}; expected one of {sorted(ECDP_PRESETS)}")
+        mask_form = table["mask_form"] if mask_form is None else mask_form
+        rgb_key_grad = table["rgb_key_grad"] if rgb_key_grad is None else rgb_key_grad
+        if self.optim.no_decay is None:
+            self.optim = dataclasses.replace(self.optim, no_decay=tuple(table["no_decay"]))
         if int(getattr(backbone, "num_special_tokens", 0)) < 2:
             raise ValueError(
                 "ECDP needs a ViT with two special tokens (num_special_tokens=2, class_token=False, "
@@ -622,7 +634,7 @@ class ECDP(PretrainMethod):
         loss = self.lambda_evt * loss_evt + self.lambda_rgb * loss_rgb + self.lambda_kl * loss_kl
         return {"loss": loss, "loss_evt": loss_evt, "loss_rgb": loss_rgb, "loss_kl": loss_kl}
 
-    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+    def ssl_step(self, batch: dict[str, Any], batch_idx: int) -> SSLOutput:
         """ECDP loss of one batch + monitors: ``|cos(q_evt, y)|`` (what ζ keeps) and the std of normalised q_evt."""
         out = self.forward_pretrain(batch)
         terms = self.loss_terms(out["q_evt"], out["k_evt"], out["q_img"], out["y"])
@@ -631,7 +643,9 @@ class ECDP(PretrainMethod):
             std = F.normalize(out["q_evt"].float(), dim=-1).std(dim=0).mean() * math.sqrt(out["q_evt"].shape[-1])
         if batch_idx == 0:
             self._log_views(out)
-        return {**terms, "cos_evt_rgb": cos, "q_evt_std_ratio": std, "probe_features": out["features"].detach()}
+        logs = {k: v for k, v in terms.items() if k != "loss"}
+        logs.update(cos_evt_rgb=cos, q_evt_std_ratio=std)
+        return SSLOutput(terms["loss"], logs, features=out["features"].detach())
 
     # ------------------------------------------------------------------ evaluation / export
     def probe_features(self, batch: dict[str, Any]) -> Tensor:

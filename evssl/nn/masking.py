@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -162,26 +163,38 @@ def ibot_block_masks(
     min_aspect: float = 0.3,
     min_masked: int = 1,
     exact: bool = True,
+    mask_count: Literal["grid", "official"] = "grid",
+    official_tokens: int = 8 * 8,
 ) -> Tensor:
     r"""iBOT/DINOv2 masks for a batch of global crops: ``(num_images, h*w)`` bool, True = masked.
 
     ``m = floor(num_images * mask_probability)`` images get a block mask, the others none, in random order. The
     masked images spread their ratios over ``ratio``: image ``i < m`` draws
     :math:`r_i \sim U(p_i, p_{i+1})` with :math:`p = \mathrm{linspace}(r_{lo}, r_{hi}, m + 1)` and masks
-    :math:`\lfloor N r_i \rfloor` patches (at least ``min_masked``), where :math:`N = h\,w` is the number of tokens
-    **of the grid the mask lives on**. (The official ECDDP code uses :math:`N = 8^2` — DINOv2's ``n_tokens``
-    default — on its 12×12 grid, so its realised ratios are 4.4–22 % instead of 10–50 %; with ``exact`` the mask
-    also never falls short of its count.) Blocks come from :func:`block_mask` with at most
-    ``max_block_fraction * N`` patches per rectangle.
+    :math:`\lfloor N_c r_i \rfloor` patches (at least ``min_masked``, at most :math:`N`), with :math:`N = h\,w` the
+    tokens of the grid the mask lives on and the counting base :math:`N_c` set by ``mask_count``:
+
+    * ``"grid"``: :math:`N_c = N`, so the realised ratios are the requested ones (10–50 % by default).
+    * ``"official"``: :math:`N_c` = ``official_tokens`` = 64, as the official ECDDP code counts
+      (``model/pretrain_model.py`` l. 290: ``N = self.n_tokens**2`` with ``n_tokens=8``, DINOv2's default, l. 193,
+      while its mask generator lives on the real ``global_crops_size // 16`` = 12×12 grid, l. 327-332): the masks
+      hold :math:`\lfloor 64 r_i \rfloor` of 144 tokens, 4.4–22 % instead of 10–50 %.
+
+    Blocks come from :func:`block_mask` with at most ``max_block_fraction * N`` patches per rectangle (real grid in
+    both modes, as the official generator's ``max_num_patches = 0.5 * 12 * 12``); with ``exact`` the mask never falls
+    short of its count (the official generator may).
     """
+    if mask_count not in ("grid", "official"):
+        raise ValueError(f"ibot_block_masks: mask_count must be 'grid' or 'official', got {mask_count!r}")
     h, w = int(grid[0]), int(grid[1])
     n = h * w
+    n_count = n if mask_count == "grid" else int(official_tokens)
     m = int(num_images * mask_probability)
     probs = np.linspace(ratio[0], ratio[1], m + 1)
     masks = []
     for i in range(m):
         r = rng.uniform(probs[i], probs[i + 1])
-        k = min(max(int(n * r), min_masked), n)
+        k = min(max(int(n_count * r), min_masked), n)
         masks.append(
             block_mask(h, w, k, rng, min_patches, max(1, int(max_block_fraction * n)), min_aspect, exact=exact)
         )

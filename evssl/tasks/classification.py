@@ -14,16 +14,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from evssl.methods.base import (
-    OptimizerName,
-    batch_size_of,
-    class_config,
-    configure_optimization,
-    save_hparams,
-)
 from evssl.nn.ema import ema_update_, make_target
+from evssl.optim import OptimConfig, configure_optimization
+from evssl.tasks.transfer import backbone_param_groups, reestimate_batchnorm
+from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 
-__all__ = ["Classifier", "adapt_state_dict", "load_backbone_weights"]
+__all__ = ["Classifier", "InputAdapt", "adapt_state_dict", "load_backbone_weights"]
 
 
 def _adapt_input_weight(weight: Tensor, in_chans: int) -> Tensor:
@@ -37,20 +33,51 @@ def _adapt_input_weight(weight: Tensor, in_chans: int) -> Tensor:
     return mean.repeat(*reps) * (weight.shape[1] / in_chans)
 
 
-def adapt_state_dict(state: dict[str, Tensor], target: nn.Module, *, source: str = "state dict") -> dict[str, Tensor]:
+InputAdapt = Literal["mean", "reinit"]
+
+
+def _reinit_keys(key: str, own: dict[str, Tensor]) -> list[str]:
+    """Keys left at their fresh initialisation when the input kernel ``key`` is re-initialised: every entry of the
+    module owning it (its bias, a patch-embed's norm) and, for a ``patch_embed`` kernel, a sibling ``patch_norm``
+    (evssl's Swin keeps the LayerNorm that the official ``PatchEmbed`` holds as ``patch_embed.norm`` beside it)."""
+    top = key.split(".")[0]
+    prefixes = [key.rsplit(".", 1)[0] + "."] if "." in key else [key]
+    if top == "patch_embed":
+        prefixes = ["patch_embed.", "patch_norm."]
+    return sorted(k for k in own if any(k == p or k.startswith(p) for p in prefixes))
+
+
+def adapt_state_dict(
+    state: dict[str, Tensor],
+    target: nn.Module,
+    *,
+    source: str = "state dict",
+    input_adapt: InputAdapt = "mean",
+) -> dict[str, Tensor]:
     """Check ``state`` against ``target`` strictly and adapt the input layer when the channel counts differ.
 
     A conv / patch-embed kernel whose shape differs from the target's only in dimension 1 (input channels) is
-    adapted with :func:`_adapt_input_weight`. Everything else must match exactly.
+    adapted according to ``input_adapt``:
+
+    * ``"mean"``: :func:`_adapt_input_weight` (channel mean, repeated, scaled by ``I / in``);
+    * ``"reinit"``: not loaded; the input layer keeps the target's fresh initialisation — the kernel, the other
+      parameters of its module and, for a patch embedding, its norm (:func:`_reinit_keys`), as ECDDP's segmentation
+      transfer drops every ``patch_embed`` key (``config/seg/swin_small.yml`` ``keep_patch_keys: false``,
+      ``model/swin_model.py`` l. 511-513). The returned dict then lacks those keys (load it with ``strict=False``).
+
+    Everything else must match exactly.
 
     Raises:
-        ValueError: naming the missing keys, the unexpected keys and the shape mismatches.
+        ValueError: naming the missing keys, the unexpected keys and the shape mismatches, or a bad ``input_adapt``.
     """
+    if input_adapt not in ("mean", "reinit"):
+        raise ValueError(f"input_adapt must be 'mean' or 'reinit', got {input_adapt!r}")
     own = target.state_dict()
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own)
     mismatched: list[str] = []
     out: dict[str, Tensor] = {}
+    reinit: set[str] = set()
     for key, value in state.items():
         if key not in own:
             continue
@@ -63,6 +90,13 @@ def adapt_state_dict(state: dict[str, Tensor], target: nn.Module, *, source: str
             and value.shape[2:] == want.shape[2:]
             and value.shape[1] != want.shape[1]
         ):
+            if input_adapt == "reinit":
+                reinit.update(_reinit_keys(key, own))
+                rank_zero_info(
+                    f"evssl: {key} has {value.shape[1]} input channels, the backbone {want.shape[1]}: "
+                    "input layer re-initialised"
+                )
+                continue
             out[key] = _adapt_input_weight(value.float(), want.shape[1]).to(want.dtype)
             rank_zero_info(
                 f"evssl: adapted {key} from {value.shape[1]} to {want.shape[1]} input channels (mean, repeated)"
@@ -78,11 +112,15 @@ def adapt_state_dict(state: dict[str, Tensor], target: nn.Module, *, source: str
         if mismatched:
             lines.append(f"  shape mismatches (checkpoint vs backbone): {'; '.join(mismatched)}")
         raise ValueError("\n".join(lines))
+    if reinit:
+        out = {k: v for k, v in out.items() if k not in reinit}
+        rank_zero_info(f"evssl: re-initialised (not loaded): {', '.join(sorted(reinit))}")
     return out
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load a backbone state dict written by ``evssl export`` into ``backbone`` (strict, input layer adapted).
+def load_backbone_weights(backbone: nn.Module, path: str | Path, input_adapt: InputAdapt = "mean") -> dict[str, Any]:
+    """Load a backbone state dict written by ``evssl export`` into ``backbone`` (strict; the input layer adapted by
+    channel mean or re-initialised, ``input_adapt``, when the channel counts differ: :func:`adapt_state_dict`).
 
     Returns the export metadata (the ``.json`` next to the weights) or ``{}`` when there is none.
 
@@ -98,8 +136,10 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> dict[str, An
         raise ValueError(f"{path} is a Lightning checkpoint; write the backbone with `evssl export {path} --out X.pt`")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} is not a plain state dict of tensors")
-    state = adapt_state_dict(state, backbone, source=str(path))
-    backbone.load_state_dict(state, strict=True)
+    state = adapt_state_dict(state, backbone, source=str(path), input_adapt=input_adapt)
+    result = backbone.load_state_dict(state, strict=False)
+    if result.unexpected_keys or (input_adapt == "mean" and result.missing_keys):  # adapt_state_dict checked both
+        raise ValueError(f"{path}: state dict does not fit {type(backbone).__name__}: {result}")
     meta_path = path.with_suffix(".json")
     return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
@@ -120,12 +160,8 @@ class Classifier(LightningModule):
         mode: ``"linear"``, ``"finetune"`` or ``"scratch"``.
         pretrained: path to a backbone state dict written by ``evssl export``; loaded strictly, the input layer is
             adapted when the channel count differs.
-        optimizer: ``"adamw"``, ``"sgd"`` or ``"lars"``.
-        lr: peak learning rate (per 256 samples when ``lr_batch_scale``).
-        weight_decay: weight decay (none on norms, biases and tokens).
-        momentum: SGD/LARS momentum. betas: AdamW betas.
-        warmup_epochs: linear warm-up length in epochs. min_lr_ratio: final lr / peak lr (cosine).
-        lr_batch_scale: ``lr = lr * global_batch / 256``.
+        optim: optimiser, schedule and weight-decay policy (:class:`~evssl.optim.OptimConfig`: AdamW, lr 1e-3,
+            weight decay 0.05 by default).
         label_smoothing: cross-entropy label smoothing (Szegedy et al. 2016).
         head_batchnorm: a parameter-free BatchNorm before the linear head (MAE / ECDP linear-probe recipe).
         backbone_lr_scale: lr multiplier of the backbone in ``"finetune"`` / ``"scratch"`` mode.
@@ -135,6 +171,12 @@ class Classifier(LightningModule):
             0.9999): after every optimizer step ``theta_ema <- d * theta_ema + (1 - d) * theta`` (BatchNorm
             statistics copied); validation, test, prediction and ``evssl export`` then use the EMA weights, while
             training steps use the online ones. ``None`` (default) disables it.
+        input_adapt: when the pretrained input layer has other input channels: ``"mean"`` (channel mean, repeated)
+            or ``"reinit"`` (keep the fresh input layer; :func:`adapt_state_dict`).
+        bn_reestimate_batches: linear probe only: before training, re-estimate the frozen backbone's BatchNorm
+            running statistics on up to this many training batches (cumulative average,
+            :func:`~evssl.tasks.transfer.reestimate_batchnorm`; 0 = keep the pre-training statistics). Weights do
+            not change; skipped when resuming (the checkpoint holds the re-estimated statistics).
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_top5`` (when ``num_classes >= 5``) and
     the same under ``test/``.
@@ -146,22 +188,23 @@ class Classifier(LightningModule):
         num_classes: int,
         mode: Literal["linear", "finetune", "scratch"] = "finetune",
         pretrained: str | None = None,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: OptimConfig | None = None,
         label_smoothing: float = 0.0,
         head_batchnorm: bool = False,
         backbone_lr_scale: float = 1.0,
         layer_decay: float | None = None,
         ema_decay: float | None = None,
+        input_adapt: InputAdapt = "mean",
+        bn_reestimate_batches: int = 0,
     ) -> None:
         super().__init__()
         save_hparams(self, inspect.currentframe())
+        if bn_reestimate_batches < 0 or (bn_reestimate_batches and mode != "linear"):
+            raise ValueError(
+                f"bn_reestimate_batches={bn_reestimate_batches}: a count >= 0, used with mode 'linear' only "
+                f"(got mode {mode!r}; fine-tuning updates the BatchNorm statistics itself)"
+            )
+        self.bn_reestimate_batches = int(bn_reestimate_batches)
         if mode not in ("linear", "finetune", "scratch"):
             raise ValueError(f"mode must be 'linear', 'finetune' or 'scratch', got {mode!r}")
         if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
@@ -178,7 +221,7 @@ class Classifier(LightningModule):
         self.mode = mode
         self.pretrained_meta: dict[str, Any] = {}
         if pretrained:
-            self.pretrained_meta = load_backbone_weights(backbone, pretrained)
+            self.pretrained_meta = load_backbone_weights(backbone, pretrained, input_adapt=input_adapt)
         elif mode != "scratch":
             rank_zero_warn(f"Classifier mode {mode!r} without `pretrained`: the backbone starts from random weights")
         if mode == "linear":
@@ -188,14 +231,7 @@ class Classifier(LightningModule):
         self.head = nn.Sequential(norm, nn.Linear(dim, self.num_classes))
         nn.init.trunc_normal_(self.head[1].weight, std=0.01)
         nn.init.zeros_(self.head[1].bias)
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.betas = tuple(betas)
-        self.warmup_epochs = warmup_epochs
-        self.min_lr_ratio = min_lr_ratio
-        self.lr_batch_scale = lr_batch_scale
+        self.optim = as_config(OptimConfig, optim)
         self.label_smoothing = label_smoothing
         self.backbone_lr_scale = backbone_lr_scale
         self.layer_decay = layer_decay
@@ -252,30 +288,43 @@ class Classifier(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """Head (and backbone unless linear) with a per-step warm-up + cosine schedule."""
         groups: list[dict[str, Any]] = [{"name": "head", "params": list(self.head.parameters())}]
-        if self.mode != "linear" and self.layer_decay is not None:
-            from evssl.nn.backbones import param_groups_lrd
-
-            lrd = param_groups_lrd(self.backbone, self.weight_decay, self.layer_decay)
-            for g in lrd:
-                g["lr_scale"] = g["lr_scale"] * self.backbone_lr_scale
-                g["name"] = f"backbone_{g['name']}"
-            groups = lrd + groups
-        elif self.mode != "linear":
-            groups.insert(
-                0, {"name": "backbone", "params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale}
+        if self.mode != "linear":
+            groups = (
+                backbone_param_groups(
+                    self.backbone,
+                    lr_scale=self.backbone_lr_scale,
+                    layer_decay=self.layer_decay,
+                    weight_decay=self.optim.weight_decay,
+                    policy=self.optim,
+                )
+                + groups
             )
-        return configure_optimization(
-            self,
-            groups,
-            optimizer=self.optimizer_name,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
-            betas=self.betas,
-            warmup_epochs=self.warmup_epochs,
-            min_lr_ratio=self.min_lr_ratio,
-            lr_batch_scale=self.lr_batch_scale,
-        )
+        return configure_optimization(self, groups, self.optim)
+
+    def on_train_start(self) -> None:
+        """Linear probe with ``bn_reestimate_batches``: re-estimate the backbone's BatchNorm statistics first."""
+        if self.bn_reestimate_batches and self.trainer.global_step == 0:
+            self.reestimate_batchnorm(self.trainer.train_dataloader, self.bn_reestimate_batches)
+
+    def reestimate_batchnorm(self, loader: Any, max_batches: int) -> int:
+        """Re-estimate the backbone's BatchNorm statistics on ``batch["input"]`` of up to ``max_batches`` batches of
+        ``loader`` (moved to the device through the trainer's transfer hooks when attached, so device-side
+        representations apply); the EMA copy, if any, takes the same statistics. Returns the batches used."""
+        strategy = self.trainer.strategy if self._trainer is not None else None
+
+        def inputs() -> Any:
+            for batch in loader:
+                if strategy is not None:
+                    batch = strategy.batch_to_device(batch)
+                yield batch["input"]
+
+        n = reestimate_batchnorm(self.backbone, inputs(), max_batches)
+        if self.ema is not None:
+            online = dict(self.backbone.named_buffers())
+            for name, buf in self.ema["backbone"].named_buffers():
+                buf.copy_(online[name])
+        rank_zero_info(f"evssl: BatchNorm statistics of the probed backbone re-estimated on {n} training batches")
+        return n
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         """Step the optimizer, then update the model EMA once (once per optimizer step, also under accumulation)."""

@@ -1,7 +1,8 @@
 r"""Dense transfer tasks: semantic segmentation, optical flow and depth on event representations.
 
 Each task is its own LightningModule on a shared base, :class:`DenseTask`: a backbone that returns a feature
-pyramid (``forward_features(x)["features"]``, fine → coarse: Swin, ResNet) and a multi-scale decoder —
+pyramid (``forward_features(x)["features"]``, fine → coarse: Swin, ResNet; a plain ViT gets a ViTDet simple feature
+pyramid or a BEiT block pyramid, :mod:`evssl.nn.vitdet`) and a multi-scale decoder —
 UPerNet (:class:`~evssl.nn.backbones.UPerHead`, ECDDP's segmentation head: PPM + FPN) or a U-Net decoder — whose
 prediction is resized (bilinear) to the input size. ``pretrained`` loads any backbone state dict written by
 ``evssl export`` (:func:`~evssl.tasks.classification.load_backbone_weights`: strict, the first layer adapted when
@@ -26,6 +27,7 @@ Pictures (W&B, tolerant of no logger): input | prediction | target for the first
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -37,14 +39,19 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.regression import MeanSquaredError
 
-from evssl.methods.base import OptimizerName, _save_hparams, batch_size_of, class_config, configure_optimization
 from evssl.nn.backbones.unet import ConvNormAct, UNetDecoder, UPerHead
-from evssl.tasks.classification import load_backbone_weights
+from evssl.nn.vitdet import SimpleFeaturePyramid, ViTPyramidConfig, vit_feature_pyramid
+from evssl.optim import OptimConfig, configure_optimization
+from evssl.tasks.classification import InputAdapt, load_backbone_weights
+from evssl.tasks.transfer import backbone_param_groups
+from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 
 __all__ = [
+    "DenseOptim",
     "DenseTask",
     "DepthEstimation",
     "OpticalFlow",
+    "RegressionOptim",
     "SemanticSegmentation",
     "dice_loss",
     "flow_errors",
@@ -132,6 +139,34 @@ def gradient_matching_loss(log_pred: Tensor, log_target: Tensor, valid: Tensor, 
 
 
 # ========================================================================================================= base
+@dataclass
+class DenseOptim(OptimConfig):
+    """Dense-task default: AdamW, lr 2e-4, weight decay 0.05."""
+
+    lr: float = 2e-4
+
+
+@dataclass
+class RegressionOptim(OptimConfig):
+    """Flow / depth default: AdamW, lr 2e-4, weight decay 1e-4."""
+
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+
+
+def _vit_neck(task: str, backbone: nn.Module, cfg: ViTPyramidConfig | None) -> SimpleFeaturePyramid | None:
+    """``None`` for a pyramid backbone (``feature_channels``), a ViT pyramid for a plain ViT; else a clear error."""
+    if getattr(backbone, "feature_channels", None):
+        if cfg is not None:
+            raise ValueError(f"{task}: vit_pyramid is set but {type(backbone).__name__} already has a feature pyramid")
+        return None
+    if all(isinstance(getattr(backbone, a, None), int) for a in ("embed_dim", "patch_size", "depth")):
+        return vit_feature_pyramid(backbone, cfg)
+    raise ValueError(
+        f"{task} needs a backbone with feature_channels (a feature pyramid) or a ViT, got {type(backbone).__name__}"
+    )
+
+
 class DenseTask(LightningModule):
     """Backbone feature pyramid + multi-scale decoder, prediction at the input resolution.
 
@@ -145,11 +180,21 @@ class DenseTask(LightningModule):
         pool_scales: PPM scales of UPerNet ((1, 2, 3, 6)).
         decoder_norm: ``"bn"``, ``"gn"`` or ``"none"``.
         freeze_backbone: keep the backbone fixed (eval mode, no gradient): a dense probe.
-        optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio, lr_batch_scale: optimisation
-            (:func:`~evssl.methods.base.configure_optimization`, per-step warm-up + cosine).
+        optim: optimiser, schedule and weight-decay policy (:class:`~evssl.optim.OptimConfig`, default
+            :class:`DenseOptim`; flow and depth :class:`RegressionOptim`).
         backbone_lr_scale: lr multiplier of the backbone.
         log_images_every_n_epochs: log input | prediction | target pictures every n epochs (0 = never).
         log_images_num_samples: samples per picture log.
+        layer_decay: layer-wise lr decay of a ViT backbone (BEiT / MAE ``layer_id`` rule,
+            :func:`~evssl.tasks.transfer.backbone_param_groups`; ECDP segmentation uses 0.75); ``None`` = off.
+            The ViT pyramid and the decoder train at the full lr.
+        input_adapt: when the pretrained input layer has other input channels: ``"mean"`` (channel mean, repeated)
+            or ``"reinit"`` (keep the fresh patch embedding, as ECDDP's segmentation transfer;
+            :func:`~evssl.tasks.classification.adapt_state_dict`).
+        vit_pyramid: how a plain ViT backbone (no ``feature_channels``) is turned into a stride 4/8/16/32 pyramid
+            (:class:`~evssl.nn.vitdet.ViTPyramidConfig`, default: ViTDet simple feature pyramid from the last map,
+            256 channels). The pyramid is part of the head: it trains even with ``freeze_backbone``, and it is not
+            exported with the backbone.
     """
 
     target_key: str = ""
@@ -164,27 +209,24 @@ class DenseTask(LightningModule):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: DenseOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
+        layer_decay: float | None = None,
+        input_adapt: InputAdapt = "mean",
+        vit_pyramid: ViTPyramidConfig | None = None,
     ) -> None:
         super().__init__()
-        _save_hparams(self, inspect.currentframe())
-        channels = getattr(backbone, "feature_channels", None)
-        if not channels:
-            raise ValueError(f"{type(self).__name__} needs a backbone with feature_channels (a feature pyramid)")
+        save_hparams(self, inspect.currentframe())
+        self.neck = _vit_neck(type(self).__name__, backbone, vit_pyramid)
+        channels = self.neck.feature_channels if self.neck is not None else list(backbone.feature_channels)
+        self.feature_channels: list[int] = list(channels)
         self.backbone = backbone
+        self.layer_decay = layer_decay
         self.pretrained_meta: dict[str, Any] = {}
         if pretrained:
-            self.pretrained_meta = load_backbone_weights(backbone, pretrained)
+            self.pretrained_meta = load_backbone_weights(backbone, pretrained, input_adapt=input_adapt)
         if decoder == "uper":
             self.decoder: nn.Module = UPerHead(channels, out_channels, decoder_channels, pool_scales, norm=decoder_norm)
         elif decoder == "unet":
@@ -197,14 +239,7 @@ class DenseTask(LightningModule):
                 rank_zero_warn(f"{type(self).__name__}: freeze_backbone without `pretrained` freezes random weights")
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.momentum = momentum
-        self.betas = tuple(betas)
-        self.warmup_epochs = warmup_epochs
-        self.min_lr_ratio = min_lr_ratio
-        self.lr_batch_scale = lr_batch_scale
+        self.optim = as_config(DenseOptim, optim)
         self.backbone_lr_scale = backbone_lr_scale
         self.log_images_every_n_epochs = int(log_images_every_n_epochs)
         self.log_images_num_samples = int(log_images_num_samples)
@@ -218,11 +253,15 @@ class DenseTask(LightningModule):
         return self
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """The backbone's feature pyramid (without autograd when frozen)."""
+        """The feature pyramid: the backbone's, or the ViT pyramid on the ViT's maps (no backbone autograd when
+        frozen; the ViT pyramid always trains)."""
+        kwargs = {"out_blocks": self.neck.block_indices} if self.neck is not None and self.neck.block_indices else {}
         if self.freeze_backbone:
             with torch.no_grad():
-                return list(self.backbone.forward_features(x)["features"])
-        return list(self.backbone.forward_features(x)["features"])
+                out = self.backbone.forward_features(x, **kwargs)
+        else:
+            out = self.backbone.forward_features(x, **kwargs)
+        return self.neck.forward_vit(out) if self.neck is not None else list(out["features"])
 
     def forward(self, x: Tensor) -> Tensor:
         """Raw decoder output ``(B, out_channels, H, W)`` at the input resolution."""
@@ -242,25 +281,24 @@ class DenseTask(LightningModule):
         return []
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """Decoder (+ extra heads) and, unless frozen, the backbone at ``lr * backbone_lr_scale``."""
-        head = [*self.decoder.parameters(), *(p for m in self.extra_modules() for p in m.parameters())]
+        """Decoder (+ extra heads, ViT pyramid) and, unless frozen, the backbone at ``lr * backbone_lr_scale``
+        (times the layer decay when ``layer_decay`` is set)."""
+        extra = [*self.extra_modules(), *([self.neck] if self.neck is not None else [])]
+        head = [*self.decoder.parameters(), *(p for m in extra for p in m.parameters())]
         groups: list[dict[str, Any]] = [{"name": "decoder", "params": head}]
         if not self.freeze_backbone:
-            groups.insert(
-                0, {"name": "backbone", "params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale}
-            )
-        return configure_optimization(
-            self,
-            groups,
-            optimizer=self.optimizer_name,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            momentum=self.momentum,
-            betas=self.betas,
-            warmup_epochs=self.warmup_epochs,
-            min_lr_ratio=self.min_lr_ratio,
-            lr_batch_scale=self.lr_batch_scale,
-            exclude=list(self.backbone.parameters()) if self.freeze_backbone else (),
+            groups = self._backbone_groups() + groups
+        exclude = list(self.backbone.parameters()) if self.freeze_backbone else ()
+        return configure_optimization(self, groups, self.optim, exclude=exclude)
+
+    def _backbone_groups(self) -> list[dict[str, Any]]:
+        """Backbone group specs: one group, or the BEiT layer-decay groups of a ViT (``layer_decay``)."""
+        return backbone_param_groups(
+            self.backbone,
+            lr_scale=self.backbone_lr_scale,
+            layer_decay=self.layer_decay,
+            weight_decay=self.optim.weight_decay,
+            policy=self.optim,
         )
 
     # ----------------------------------------------------------------------------------------- subclass hooks
@@ -378,31 +416,28 @@ class SemanticSegmentation(DenseTask):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: DenseOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
+        layer_decay: float | None = None,
+        input_adapt: InputAdapt = "mean",
+        vit_pyramid: ViTPyramidConfig | None = None,
     ) -> None:
         if num_semantic_classes < 2:
             raise ValueError(f"num_semantic_classes must be >= 2, got {num_semantic_classes}")
         super().__init__(
             backbone, num_semantic_classes, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio,
-            lr_batch_scale, backbone_lr_scale, log_images_every_n_epochs, log_images_num_samples,
+            freeze_backbone, optim if optim is not None else DenseOptim(), backbone_lr_scale,
+            log_images_every_n_epochs, log_images_num_samples,
+            layer_decay=layer_decay, input_adapt=input_adapt, vit_pyramid=vit_pyramid,
         )  # fmt: skip
         self.num_semantic_classes = int(num_semantic_classes)
         self.ignore_index = int(ignore_index)
         self.dice_weight = float(dice_weight)
         self.aux_weight = float(aux_weight)
         self.target_key = target_key
-        chans = list(backbone.feature_channels)
+        chans = self.feature_channels
         self.aux_head = (
             _FCNHead(chans[min(2, len(chans) - 1)], num_semantic_classes, max(decoder_channels // 2, 16), decoder_norm)
             if aux_weight > 0
@@ -494,22 +529,19 @@ class OpticalFlow(DenseTask):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: RegressionOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
+        layer_decay: float | None = None,
+        input_adapt: InputAdapt = "mean",
+        vit_pyramid: ViTPyramidConfig | None = None,
     ) -> None:
         super().__init__(
             backbone, 2, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio,
-            lr_batch_scale, backbone_lr_scale, log_images_every_n_epochs, log_images_num_samples,
+            freeze_backbone, optim if optim is not None else RegressionOptim(), backbone_lr_scale,
+            log_images_every_n_epochs, log_images_num_samples,
+            layer_decay=layer_decay, input_adapt=input_adapt, vit_pyramid=vit_pyramid,
         )  # fmt: skip
         self.flow_scale = float(flow_scale)
         self.gamma = float(gamma)
@@ -590,22 +622,19 @@ class DepthEstimation(DenseTask):
         pool_scales: tuple[int, ...] = (1, 2, 3, 6),
         decoder_norm: Literal["bn", "gn", "none"] = "bn",
         freeze_backbone: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: float = 2e-4,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_batch_scale: bool = False,
+        optim: RegressionOptim | None = None,
         backbone_lr_scale: float = 1.0,
         log_images_every_n_epochs: int = 1,
         log_images_num_samples: int = 4,
+        layer_decay: float | None = None,
+        input_adapt: InputAdapt = "mean",
+        vit_pyramid: ViTPyramidConfig | None = None,
     ) -> None:
         super().__init__(
             backbone, 1, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optimizer, lr, weight_decay, momentum, betas, warmup_epochs, min_lr_ratio,
-            lr_batch_scale, backbone_lr_scale, log_images_every_n_epochs, log_images_num_samples,
+            freeze_backbone, optim if optim is not None else RegressionOptim(), backbone_lr_scale,
+            log_images_every_n_epochs, log_images_num_samples,
+            layer_decay=layer_decay, input_adapt=input_adapt, vit_pyramid=vit_pyramid,
         )  # fmt: skip
         self.si_lambda = float(si_lambda)
         self.gradient_weight = float(gradient_weight)

@@ -126,3 +126,82 @@ def test_gather_and_sinkhorn_across_two_processes():
     assert out[0]["gather"] == [0.0, 0.0, 1.0, 1.0]
     assert out[1]["sk_rows"] == pytest.approx([1.0] * 4, abs=1e-5)
     assert out[0]["sk_cols"] == pytest.approx([8 / 3] * 3, abs=1e-3)
+
+
+# ------------------------------------------------------------ cross_rank="official": the official ECDP sinkhorn
+def official_sinkhorn_two_ranks(per_rank: list[torch.Tensor], n_iters: int = 3) -> list[torch.Tensor]:
+    """Restatement of ``Event-Camera-Data-Pre-training/model/hub_model.py`` ``sinkhorn`` (l. 128-150) run on several
+    ranks, simulated in one process: ``dist.all_reduce`` of ``sum_Q`` and of ``sum_of_rows`` becomes a sum over the
+    list, both used detached; everything else (column sums, B, K) is per rank. No max subtraction, as the code."""
+    Q = [torch.exp(x).t() for x in per_rank]  # K x B each
+    K, B = Q[0].shape
+    sum_q = sum(q.sum() for q in Q)
+    Q = [q / sum_q.detach() for q in Q]
+    for _ in range(n_iters):
+        rows = sum(q.sum(dim=1, keepdim=True) for q in Q)
+        Q = [q / rows.detach() / K for q in Q]
+        Q = [q / q.sum(dim=0, keepdim=True) / B for q in Q]
+    return [(q * B).t() for q in Q]
+
+
+def _ecdp_logits(seed: int, b: int = 5, d: int = 3, tau: float = 0.5) -> torch.Tensor:
+    """L_kl's target logits on one rank: the B x B cosine similarities of the RGB embeddings over tau (a soft tau and
+    correlated embeddings, so the plans are not dominated by the diagonal and the ranks' coupling is visible)."""
+    y = F.normalize(torch.randn(b, d, generator=torch.Generator().manual_seed(seed)) + 1.0, dim=-1)
+    return y @ y.t() / tau
+
+
+def _official_worker(rank: int, world: int, port: int, out: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        logits = _ecdp_logits(10 + rank).requires_grad_(True)
+        plan = sinkhorn_knopp(logits, n_iters=3, distributed=True, cross_rank="official")
+        weights = torch.randn(plan.shape, generator=torch.Generator().manual_seed(20 + rank))
+        (plan * weights).sum().backward()
+        exact_logits = logits.detach().clone().requires_grad_(True)
+        exact = sinkhorn_knopp(exact_logits, n_iters=3, distributed=True, cross_rank="exact")
+        (exact * weights).sum().backward()
+        out[rank] = {
+            "plan": plan.detach().clone(),
+            "grad": logits.grad.clone(),
+            "exact": exact.detach().clone(),
+            "exact_grad": exact_logits.grad.clone(),
+        }
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_official_cross_rank_sinkhorn_matches_the_official_code_on_two_processes():
+    port = 30500 + os.getpid() % 1000
+    out = mp.Manager().dict()
+    mp.spawn(_official_worker, args=(2, port, out), nprocs=2, join=True)
+    logits = [_ecdp_logits(10 + r).requires_grad_(True) for r in range(2)]
+    ref = official_sinkhorn_two_ranks(logits)
+    for r in range(2):
+        weights = torch.randn(ref[r].shape, generator=torch.Generator().manual_seed(20 + r))
+        (ref[r] * weights).sum().backward()
+    for r in range(2):
+        torch.testing.assert_close(out[r]["plan"], ref[r].detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out[r]["grad"], logits[r].grad, rtol=1e-4, atol=1e-6)
+        assert out[r]["plan"].sum(1) == pytest.approx([1.0] * 5, abs=1e-5)  # every sample's row sums to 1
+        # the per-rank Sinkhorn (each rank's own B x B problem) is a different plan: the ranks are coupled
+        per_rank = sinkhorn_knopp(logits[r].detach(), n_iters=3, distributed=False)
+        assert (out[r]["plan"] - per_rank).abs().max() > 1e-3
+        # in value, "official" = "exact" distributed (equal B); the gradients differ by the official detaches
+        torch.testing.assert_close(out[r]["exact"], out[r]["plan"], rtol=1e-5, atol=1e-6)
+        assert (out[r]["exact_grad"] - out[r]["grad"]).abs().max() > 1e-5
+    # both equal the single-process Sinkhorn of the stacked (2B x B) matrix: column k of both ranks is one prototype
+    stacked = sinkhorn_knopp(torch.cat([x.detach() for x in logits]), n_iters=3, distributed=False)
+    torch.testing.assert_close(torch.cat([out[0]["plan"], out[1]["plan"]]), stacked, rtol=1e-5, atol=1e-6)
+
+
+def test_official_sinkhorn_equals_exact_on_one_process():
+    logits = _ecdp_logits(3)
+    a = sinkhorn_knopp(logits, distributed=False, cross_rank="official")
+    b = sinkhorn_knopp(logits, distributed=False, cross_rank="exact")
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(a, official_sinkhorn_two_ranks([logits])[0], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="cross_rank"):
+        sinkhorn_knopp(logits, distributed=False, cross_rank="mean")  # type: ignore[arg-type]

@@ -11,8 +11,9 @@ from lightning.pytorch import Trainer
 from torch import nn
 
 import evssl.methods.base as base
-from evssl.methods.base import PretrainMethod, WarmupCosineScheduler, build_param_groups
-from evssl.nn.optim import warmup_cosine
+from evssl.methods.base import PretrainMethod
+from evssl.nn.probe import ProbeConfig
+from evssl.optim import EmaConfig, OptimConfig, WarmupCosineScheduler, param_groups, warmup_cosine
 from tests.helpers import TensorDataModule, TinyBYOL, TinyNet
 
 
@@ -29,10 +30,17 @@ def _trainer(**kw) -> Trainer:
     )
 
 
+_OPTIM = {"optimizer": "name", "lr": "lr", "weight_decay": "weight_decay", "lr_batch_scale": "lr_batch_scale",
+          "warmup_epochs": "warmup_epochs"}  # fmt: skip
+
+
 def _method(**kw) -> TinyBYOL:
+    """TinyBYOL from flat keywords, grouped into OptimConfig / EmaConfig / ProbeConfig."""
     torch.manual_seed(0)
-    kw.setdefault("probe_classes", 4)
-    return TinyBYOL(TinyNet(2, 8), **kw)
+    optim = OptimConfig(**{_OPTIM[k]: kw.pop(k) for k in list(kw) if k in _OPTIM})
+    ema = EmaConfig(kw.pop("ema_momentum", 0.996), kw.pop("ema_momentum_end", 1.0))
+    probe = ProbeConfig(classes=kw.pop("probe_classes", 4), lr=kw.pop("probe_lr", 1e-3))
+    return TinyBYOL(TinyNet(2, 8), optim=optim, ema=ema, probe=probe, **kw)
 
 
 def _groups(opt: torch.optim.Optimizer) -> dict[str, dict]:
@@ -57,7 +65,7 @@ def test_param_groups_decay_lr_scale_probe_and_ema_exclusion() -> None:
     # no weight decay on biases / norms, and they skip LARS adaptation
     for name, g in groups.items():
         if name.endswith("_no_wd"):
-            assert g["weight_decay"] == 0 and all(p.ndim <= 1 for p in g["params"]) and g["lars_exclude"]
+            assert g["weight_decay"] == 0 and all(p.ndim <= 1 for p in g["params"]) and not g["lars_adapt"]
     assert groups["backbone"]["weight_decay"] == 0.05
     assert all(p.ndim > 1 for p in groups["backbone"]["params"])
     # probe: own lr, no weight decay; predictor: lr_scale 2 (lrs are the initial ones times the schedule factor)
@@ -82,19 +90,18 @@ def test_ema_target_in_a_group_is_an_error_and_leftovers_are_added() -> None:
     for p in model.target_backbone.parameters():
         p.requires_grad_(True)  # even when someone re-enabled grads
     with pytest.raises(ValueError, match="EMA target"):
-        build_param_groups(model, bad, lr=1.0, weight_decay=0.0, exclude=model._ema_targets())
+        param_groups(model, bad, OptimConfig(lr=1.0, weight_decay=0.0), exclude=model._ema_targets())
     model.setup("fit")
-    groups = build_param_groups(
-        model, [{"name": "backbone", "params": model.backbone.parameters()}], lr=1.0, weight_decay=0.1
+    groups = param_groups(
+        model, [{"name": "backbone", "params": model.backbone.parameters()}], OptimConfig(lr=1.0, weight_decay=0.1)
     )
     names = {g["name"] for g in groups}
     assert "other" in names and "other_no_wd" in names  # projector, predictor, probe were not listed
     with pytest.raises(ValueError, match="in optimizer groups"):
-        build_param_groups(
+        param_groups(
             model,
             [{"name": "a", "params": model.probe.parameters()}, {"name": "b", "params": model.probe.parameters()}],
-            lr=1.0,
-            weight_decay=0.0,
+            OptimConfig(lr=1.0, weight_decay=0.0),
         )
 
 
@@ -137,7 +144,7 @@ def test_lr_batch_scale_uses_global_batch_and_schedule_length_follows_trainer() 
     assert sched.warmup_steps == 2  # one epoch = 2 optimizer steps
     groups = _groups(trainer.optimizers[0])
     assert groups["backbone"]["initial_lr"] == pytest.approx(0.512 * 16 / 256)  # batch 8 x accumulate 2
-    assert groups["probe"]["initial_lr"] == pytest.approx(model.probe_lr)  # absolute lr: not scaled
+    assert groups["probe"]["initial_lr"] == pytest.approx(model.probe_config.lr)  # absolute lr: not scaled
     assert trainer.global_step == 6
 
 
@@ -214,7 +221,7 @@ def test_no_probe_without_classes_and_export_defaults() -> None:
     cfg = model.backbone_config()
     assert cfg["class_path"] == "tests.helpers.TinyNet" and cfg["init_args"] == {}
     # modules are not pickled into the hyper-parameters (checkpoints stay weights_only-loadable)
-    assert "backbone" not in model.hparams and model.hparams["probe_classes"] == 0
+    assert "backbone" not in model.hparams and model.hparams["probe"]["classes"] == 0
     with pytest.raises(NotImplementedError):
         PretrainMethod(TinyNet()).ssl_step({}, 0)
 
@@ -226,5 +233,5 @@ def test_lars_optimizer_excludes_norms_and_probe() -> None:
     opt = trainer.optimizers[0]
     assert type(opt).__name__ == "LARS"
     groups = _groups(opt)
-    assert groups["probe"]["lars_exclude"] and groups["backbone_no_wd"]["lars_exclude"]
-    assert not groups["backbone"].get("lars_exclude", False)
+    assert not groups["probe"]["lars_adapt"] and not groups["backbone_no_wd"]["lars_adapt"]
+    assert groups["backbone"]["lars_adapt"]

@@ -13,10 +13,10 @@ from torch import nn
 
 from evssl.data.collate import collate_events
 from evssl.events.schema import Events
-from evssl.methods.base import build_param_groups
 from evssl.methods.brave import (
     NARROW_EVENTS,
     BraVe,
+    BraVeOptim,
     BroadViewSpec,
     NarrowBroadViews,
     RandConv,
@@ -27,6 +27,8 @@ from evssl.methods.brave import (
     sync_batchnorm_,
 )
 from evssl.nn.backbones import BasicBlock, ResNet
+from evssl.optim import param_groups
+from tests.helpers import grouped
 
 REPO = Path(__file__).resolve().parents[2]
 H, W = 24, 32
@@ -76,7 +78,7 @@ def tiny_brave(num_broad: int = 1, broad_chans: int = 2, **kw) -> BraVe:
     kw.setdefault("proj_hidden_dim", 32)
     kw.setdefault("proj_dim", 16)
     kw.setdefault("pred_hidden_dim", 32)
-    return BraVe(tiny_resnet(5), [tiny_resnet(broad_chans) for _ in range(num_broad)], **kw)
+    return BraVe(tiny_resnet(5), [tiny_resnet(broad_chans) for _ in range(num_broad)], **grouped(kw, BraVeOptim))
 
 
 def tiny_batch(b: int = 6, num_broad: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -325,10 +327,10 @@ def test_loss_is_symmetric_one_minus_cos_with_stop_gradient() -> None:
     model = tiny_brave(num_broad=2, randconv=False).train()
     batch = tiny_batch(num_broad=2)
     out = model.ssl_step(batch, 0)
-    assert set(out) >= {"loss", "b0_to_n", "n_to_b0", "b1_to_n", "n_to_b1", "probe_features"}
+    assert set(out.logs) >= {"b0_to_n", "n_to_b0", "b1_to_n", "n_to_b1"} and out.features is not None
     ref = _manual_loss(model, batch, stop_gradient=True)
-    torch.testing.assert_close(out["loss"], ref)
-    g_method = _grads(model, model.ssl_step(batch, 0)["loss"])
+    torch.testing.assert_close(out.loss, ref)
+    g_method = _grads(model, model.ssl_step(batch, 0).loss)
     g_sg = _grads(model, _manual_loss(model, batch, stop_gradient=True))
     g_no_sg = _grads(model, _manual_loss(model, batch, stop_gradient=False))
     assert g_method.keys() == g_sg.keys()
@@ -340,17 +342,17 @@ def test_loss_is_symmetric_one_minus_cos_with_stop_gradient() -> None:
 
 
 def test_training_loss_finite_and_decreases_on_fixed_batch() -> None:
-    from evssl.methods.base import build_optimizer
+    from evssl.optim import build_optimizer
 
     torch.manual_seed(0)
     model = tiny_brave(num_broad=1, randconv=False).train()
     batch = tiny_batch(b=8)
-    groups = build_param_groups(model, model.learnable_params(), lr=1.0, weight_decay=1e-2)
-    opt = build_optimizer("lars", groups, lr=1.0, weight_decay=1e-2)  # BraVe's optimiser, predictor at lr x10
+    groups = param_groups(model, model.learnable_params(), model.optim)
+    opt = build_optimizer(groups, model.optim, lr=1.0)  # BraVe's optimiser (LARS), predictor gradient x10
     losses = []
     for step in range(10):
         opt.zero_grad()
-        loss = model.ssl_step(batch, step)["loss"]
+        loss = model.ssl_step(batch, step).loss
         assert torch.isfinite(loss)
         loss.backward()
         opt.step()
@@ -360,13 +362,10 @@ def test_training_loss_finite_and_decreases_on_fixed_batch() -> None:
 
 def test_proj_std_collapse_monitor_logged() -> None:
     model = tiny_brave().train()
-    logged: dict[str, float] = {}
-    model.log = lambda name, value, **kw: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
-    model._trainer = SimpleNamespace()  # type: ignore[assignment]
-    model.ssl_step(tiny_batch(b=32), 0)
-    assert {"train/proj_std", "train/proj_std_ratio", "train/proj_std_narrow"} <= set(logged)
-    assert logged["train/proj_std_ratio"] == pytest.approx(logged["train/proj_std"] * 16**0.5, rel=1e-5)
-    assert 0.3 < logged["train/proj_std_ratio"] < 1.5  # BN-ed random projections are spread out
+    logged = {k: float(v) for k, v in model.ssl_step(tiny_batch(b=32), 0).logs.items()}
+    assert {"proj_std", "proj_std_ratio", "proj_std_narrow"} <= set(logged)
+    assert logged["proj_std_ratio"] == pytest.approx(logged["proj_std"] * 16**0.5, rel=1e-5)
+    assert 0.3 < logged["proj_std_ratio"] < 1.5  # BN-ed random projections are spread out
 
 
 def test_probe_features_and_export_use_the_narrow_backbone() -> None:
@@ -378,23 +377,26 @@ def test_probe_features_and_export_use_the_narrow_backbone() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- optimiser
-def test_predictor_group_gets_ten_times_the_base_lr() -> None:
-    model = tiny_brave(probe_classes=3)
-    groups = build_param_groups(model, model.learnable_params(), lr=0.2, weight_decay=1e-2)
-    by_name = {g["name"]: g for g in groups}
-    assert by_name["predictor"]["lr"] == pytest.approx(2.0)
-    assert by_name["predictor_no_wd"]["lr"] == pytest.approx(2.0)
-    for name in ("backbone", "broad_backbones", "projector"):
-        assert by_name[name]["lr"] == pytest.approx(0.2)
-    assert "other" not in by_name  # every parameter is in a named group
+@pytest.mark.parametrize("preset", ["official", "paper"])
+def test_predictor_rule_follows_the_preset(preset: str) -> None:
+    model = tiny_brave(probe_classes=3, preset=preset)
+    groups = param_groups(model, model.learnable_params(), model.optim, lr=0.2)
     pred_ids = {id(p) for p in model.predictor.parameters()}
-    assert pred_ids == {id(p) for g in groups if g["name"].startswith("predictor") for p in g["params"]}
+    pred = [g for g in groups if any(id(p) in pred_ids for p in g["params"])]
+    assert pred_ids == {id(p) for g in pred for p in g["params"]}
+    for g in pred:  # official: x10 on the gradient (before LARS); paper: x10 on the step
+        assert (g["lr"], g["grad_scale"]) == ((0.2, 10.0) if preset == "official" else (pytest.approx(2.0), 1.0))
+    rest = [g for g in groups if g not in pred and not g["name"].startswith("probe")]
+    assert rest and all(g["lr"] == pytest.approx(0.2) and g["grad_scale"] == 1.0 for g in rest)
+    assert not any(g["name"].startswith("other") for g in groups)  # every parameter is in a named group
     # biases and norms: no weight decay and no LARS adaptation
-    assert all(g["weight_decay"] == 0.0 and g["lars_exclude"] for g in groups if g["name"].endswith("_no_wd"))
+    assert all(g["weight_decay"] == 0.0 and not g["lars_adapt"] for g in groups if "_no_wd" in g["name"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        tiny_brave(preset="nope")
 
 
 def test_configure_optimizers_lars_with_dummy_trainer() -> None:
-    from evssl.nn.optim import LARS
+    from evssl.optim import LARS
 
     model = tiny_brave(lr=0.5, warmup_epochs=1)
     trainer = SimpleNamespace(
@@ -404,8 +406,8 @@ def test_configure_optimizers_lars_with_dummy_trainer() -> None:
     out = model.configure_optimizers()
     opt = out["optimizer"]
     assert isinstance(opt, LARS) and opt.defaults["nesterov"] and opt.defaults["trust_coefficient"] == 1e-3
-    lrs = {g["name"]: g["initial_lr"] for g in opt.param_groups}
-    assert lrs["predictor"] == pytest.approx(10 * lrs["backbone"]) and lrs["backbone"] == pytest.approx(0.5)
+    lrs = {g["name"]: (g["initial_lr"], g["grad_scale"]) for g in opt.param_groups}
+    assert lrs["predictor_g10"] == (pytest.approx(0.5), 10.0) and lrs["backbone"] == (pytest.approx(0.5), 1.0)
 
 
 def test_ema_target_ablation() -> None:
@@ -414,11 +416,11 @@ def test_ema_target_ablation() -> None:
     pairs = model.momentum_pairs()
     assert len(pairs) == 3 and all(t is not o for o, t in pairs)
     targets = {id(p) for _, t in pairs for p in t.parameters()}
-    groups = build_param_groups(model, model.learnable_params(), lr=0.1, weight_decay=0.0, exclude=model._ema_targets())
+    groups = param_groups(model, model.learnable_params(), model.optim, exclude=model._ema_targets())
     assert not targets & {id(p) for g in groups for p in g["params"]}
     out = model.ssl_step(tiny_batch(), 0)
-    out["loss"].backward()
-    assert torch.isfinite(out["loss"])
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
     assert all(p.grad is None for _, t in pairs for p in t.parameters())
 
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from evssl.losses.ecddp import sinkhorn_targets
-from evssl.methods.base import build_param_groups
-from evssl.methods.ecddp import ECDDP, AttentionPool
+from evssl.methods.ecddp import ECDDP, AttentionPool, ECDDPOptim
 from evssl.nn.backbones import SwinTransformer
 from evssl.nn.ema import ema_update_
+from evssl.optim import param_groups
 from evssl.tasks.classification import load_backbone_weights
+from tests.helpers import grouped
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,7 +48,7 @@ def tiny_ecddp(**kw) -> ECDDP:
         warmup_teacher_temp_epochs=2,
     )
     args.update(kw)
-    return ECDDP(tiny_swin(), **args)
+    return ECDDP(tiny_swin(), **grouped(args, ECDDPOptim))
 
 
 def test_forward_backward_teacher_gets_no_gradient() -> None:
@@ -72,7 +73,7 @@ def test_forward_backward_teacher_gets_no_gradient() -> None:
 
 def test_teacher_excluded_from_optimizer_and_patch_embed_lr() -> None:
     m = tiny_ecddp()
-    groups = build_param_groups(m, m.learnable_params(), lr=1.0, weight_decay=0.04, exclude=m._ema_targets())
+    groups = param_groups(m, m.learnable_params(), m.optim, lr=1.0, exclude=m._ema_targets())
     ids = {id(p) for g in groups for p in g["params"]}
     assert not ids & {id(p) for p in m.teacher.parameters()}
     assert ids == {id(p) for p in m.parameters() if p.requires_grad}

@@ -16,12 +16,13 @@ from torch.utils.data import DataLoader
 
 from evssl.events.schema import Events
 from evssl.losses.ecdp import distribution_alignment_loss
-from evssl.methods.base import build_param_groups
-from evssl.methods.ecdp import ECDP, ECDPViews, RandomResizedCropNearest, masked_view_picture
+from evssl.methods.ecdp import ECDP, ECDPOptim, ECDPViews, RandomResizedCropNearest, masked_view_picture
 from evssl.nn.backbones.vit import VisionTransformer
 from evssl.nn.crops import random_resized_crop_nearest, resized_crop_nearest, sample_resized_crop_boxes
 from evssl.nn.ema import cosine_schedule
 from evssl.nn.image_encoders import FrozenImageEncoder, RandomFeatureEncoder, as_frozen_image_encoder
+from evssl.optim import param_groups
+from tests.helpers import grouped
 
 REPO = Path(__file__).resolve().parents[2]
 IMG, PATCH, EMB = 32, 8, 24
@@ -49,7 +50,7 @@ def tiny_ecdp(**kw) -> ECDP:
     kw.setdefault("proj_dim", 16)
     kw.setdefault("pred_hidden_dim", 32)
     torch.manual_seed(0)
-    return ECDP(tiny_vit(), **kw)
+    return ECDP(tiny_vit(), **grouped(kw, ECDPOptim))
 
 
 def event_images(b: int, seed: int = 0, empty_half: bool = False) -> torch.Tensor:
@@ -184,7 +185,7 @@ def test_each_loss_is_minimised_by_the_right_configuration() -> None:
 )
 def test_gradient_paths(key_grad: str, lambdas: tuple[float, float, float], h_image_trained: bool) -> None:
     m = tiny_ecdp(rgb_key_grad=key_grad, lambda_evt=lambdas[0], lambda_rgb=lambdas[1], lambda_kl=lambdas[2])
-    m.ssl_step(tiny_batch(6), 1)["loss"].backward()
+    m.ssl_step(tiny_batch(6), 1).loss.backward()
     grad = m.h_image.weight.grad
     assert (grad is not None and grad.abs().sum() > 0) == h_image_trained
     for mod in (m.momentum_backbone, m.momentum_h_evt, m.momentum_h_img, m.image_encoder):
@@ -196,7 +197,7 @@ def test_momentum_encoder_and_image_encoder_are_not_optimised() -> None:
     m = tiny_ecdp(
         image_encoder=FrozenImageEncoder(nn.Sequential(nn.Conv2d(3, EMB, 3), nn.AdaptiveAvgPool2d(1)), image_size=16)
     )
-    groups = build_param_groups(m, m.learnable_params(), lr=1.0, weight_decay=0.03, exclude=m._ema_targets())
+    groups = param_groups(m, m.learnable_params(), m.optim, exclude=m._ema_targets())
     in_opt = {id(p) for g in groups for p in g["params"]}
     frozen = [*m.momentum_backbone.parameters(), *m.momentum_h_evt.parameters(), *m.momentum_h_img.parameters()]
     frozen += list(m.image_encoder.parameters())

@@ -143,3 +143,100 @@ def test_gradients_and_drop_path():
     m.eval()
     x = torch.randn(1, 6, 32, 32)
     torch.testing.assert_close(m(x), m(x))
+
+
+# ------------------------------------------------------------------- window_padding="official" (ECDDP detection Swin)
+def _official_block(block: SwinBlock, x: torch.Tensor) -> torch.Tensor:
+    """Clean-room restatement of the official ``SwinTransformerBlock.forward`` + ``BasicLayer`` mask
+    (``Event-Camera-Data-Dense-Pre-training/model/network/swin_pretrain.py`` l. 184-238, 316, 340-358) with the weights
+    of an evssl block: pad after norm1 to a multiple of M (no key mask), shift odd blocks by M//2, region mask on the
+    padded map, explicit softmax(q·scale kᵀ + bias + mask)."""
+    M = block.window_size
+    s = M // 2 if block.shift else 0
+    B, H, W, C = x.shape
+    heads = block.attn.num_heads
+    h = block.norm1(x)
+    Hp, Wp = -(-H // M) * M, -(-W // M) * M
+    h = torch.nn.functional.pad(h, (0, 0, 0, Wp - W, 0, Hp - H))
+    if s:
+        h = torch.roll(h, (-s, -s), (1, 2))
+    win = h.view(B, Hp // M, M, Wp // M, M, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, M * M, C)
+    # relative index: (dy + M - 1) * (2M - 1) + (dx + M - 1)
+    ys, xs = torch.meshgrid(torch.arange(M), torch.arange(M), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    idx = (ys[:, None] - ys[None] + M - 1) * (2 * M - 1) + (xs[:, None] - xs[None] + M - 1)
+    bias = block.attn.relative_position_bias_table[idx.flatten()].view(M * M, M * M, heads).permute(2, 0, 1)
+    qkv = block.attn.qkv(win).view(win.shape[0], M * M, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q * (C // heads) ** -0.5) @ k.transpose(-2, -1) + bias[None]
+    if s:
+        label = torch.zeros(Hp, Wp)
+        n = 0
+        for a in (slice(0, -M), slice(-M, -s), slice(-s, None)):
+            for b in (slice(0, -M), slice(-M, -s), slice(-s, None)):
+                label[a, b] = n
+                n += 1
+        lw = label.view(Hp // M, M, Wp // M, M).permute(0, 2, 1, 3).reshape(-1, M * M)
+        mask = (lw[:, None, :] - lw[:, :, None] != 0).float() * -100.0  # (nW, N, N)
+        nW = mask.shape[0]
+        attn = (attn.view(B, nW, heads, M * M, M * M) + mask[None, :, None]).view(-1, heads, M * M, M * M)
+    out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(-1, M * M, C)
+    out = block.attn.proj(out).view(B, Hp // M, Wp // M, M, M, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+    if s:
+        out = torch.roll(out, (s, s), (1, 2))
+    x = x + out[:, :H, :W]
+    return x + block.mlp(block.norm2(x))
+
+
+def _randomise_biases(block: SwinBlock) -> SwinBlock:
+    """Non-zero qkv bias and LayerNorm shifts, so padded zeros after norm1 are visible keys/values."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return block
+
+
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("size", [(3, 3), (6, 6), (12, 12), (5, 9), (7, 7), (14, 14)])
+def test_official_window_padding_matches_official_block(shift, size):
+    torch.manual_seed(0)
+    block = _randomise_biases(SwinBlock(8, 2, window_size=7, shift=shift, window_padding="official")).eval()
+    x = torch.randn(2, *size, 8)
+    torch.testing.assert_close(block(x), _official_block(block, x), rtol=1e-5, atol=1e-5)
+
+
+def test_official_and_masked_agree_only_on_unpadded_maps_larger_than_the_window():
+    torch.manual_seed(0)
+    official = _randomise_biases(SwinBlock(8, 2, window_size=7, shift=True, window_padding="official")).eval()
+    masked = SwinBlock(8, 2, window_size=7, shift=True, window_padding="masked").eval()
+    masked.load_state_dict(official.state_dict())
+    x = torch.randn(1, 14, 21, 8)
+    torch.testing.assert_close(masked(x), official(x), rtol=1e-6, atol=1e-6)  # 14x21: same windows and shift
+    for size in [(12, 12), (6, 6), (7, 7)]:  # padded (12, 6) or a single 7x7 window (shifted only in "official")
+        x = torch.randn(1, *size, 8)
+        assert (masked(x) - official(x)).abs().max() > 1e-3, size
+
+
+def test_official_padding_lets_padded_tokens_take_part():
+    # "masked" outputs do not depend on the amount of padding, "official" ones do (padded zeros -> qkv bias)
+    torch.manual_seed(0)
+    block = _randomise_biases(SwinBlock(8, 2, window_size=7, shift=False, window_padding="official")).eval()
+    x = torch.randn(1, 7, 7, 8)
+    full = block(torch.cat([x, torch.randn(1, 7, 7, 8)], dim=2))[:, :, :7]  # 7x14: the left window is unpadded
+    padded = block(x[:, :, :5])  # 7x5: padded to 7x7 by two zero columns
+    assert (full[:, :, :5] - padded).abs().max() > 1e-3
+
+
+def test_official_window_padding_whole_model_matches_block_restatement():
+    torch.manual_seed(0)
+    a = tiny(window_padding="official").eval()
+    out = a.forward_features(torch.randn(1, 6, 48, 48))  # maps 12/6/3/2: every stage padded
+    h = a.embed(torch.randn(1, 6, 48, 48))
+    for blk in a.stages[0]:
+        torch.testing.assert_close(blk(h), _official_block(blk, h), rtol=1e-5, atol=1e-5)
+        h = blk(h)
+    assert all(blk.window_and_shift(3, 3) == ((7, 7), (3 * blk.shift, 3 * blk.shift)) for blk in a.stages[3])
+    assert [f.shape[-1] for f in out["features"]] == [12, 6, 3, 2]
+    with pytest.raises(ValueError, match="window_padding"):
+        tiny(window_padding="pad")

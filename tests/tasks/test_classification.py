@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from evssl.nn.backbones import BasicBlock, ResNet
+from evssl.optim import OptimConfig
 from evssl.tasks.classification import Classifier, adapt_state_dict, load_backbone_weights
 from tests.helpers import TensorDataModule, TinyNet
 
@@ -38,7 +39,9 @@ def _save(backbone: torch.nn.Module, path) -> None:
 def test_linear_mode_freezes_backbone_and_batchnorm(tmp_path) -> None:
     src = _resnet()
     _save(src, tmp_path / "bb.pt")
-    model = Classifier(_resnet(), num_classes=4, mode="linear", pretrained=str(tmp_path / "bb.pt"), lr=0.05)
+    model = Classifier(
+        _resnet(), num_classes=4, mode="linear", pretrained=str(tmp_path / "bb.pt"), optim=OptimConfig(lr=0.05)
+    )
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     for k, v in src.state_dict().items():
         torch.testing.assert_close(before[k], v)  # pretrained weights loaded
@@ -55,7 +58,7 @@ def test_linear_mode_freezes_backbone_and_batchnorm(tmp_path) -> None:
 
 
 def test_finetune_trains_everything_and_logs_metrics() -> None:
-    model = Classifier(TinyNet(2, 8), num_classes=6, mode="finetune", lr=0.02, label_smoothing=0.1)
+    model = Classifier(TinyNet(2, 8), num_classes=6, mode="finetune", optim=OptimConfig(lr=0.02), label_smoothing=0.1)
     w0 = model.backbone.conv.weight.clone()
     trainer = _trainer(max_epochs=3)
     dm = TensorDataModule(num_samples=48, classes=6)
@@ -124,7 +127,7 @@ def test_layer_decay_groups_for_vit() -> None:
 
     torch.manual_seed(0)
     backbone = vit_tiny(in_chans=2, img_size=8, patch_size=4)
-    model = Classifier(backbone, num_classes=4, mode="finetune", lr=1e-3, layer_decay=0.5)
+    model = Classifier(backbone, num_classes=4, mode="finetune", optim=OptimConfig(lr=1e-3), layer_decay=0.5)
     trainer = _trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(model, TensorDataModule(num_samples=8, classes=4))
     lrs = {g["name"]: g["initial_lr"] for g in trainer.optimizers[0].param_groups}
@@ -136,7 +139,7 @@ def test_layer_decay_groups_for_vit() -> None:
 def test_model_ema_tracks_online_weights_once_per_optimizer_step_and_is_evaluated() -> None:
     torch.manual_seed(0)
     d = 0.9
-    model = Classifier(TinyNet(2, 8), num_classes=4, mode="scratch", lr=0.05, optimizer="sgd", ema_decay=d)
+    model = Classifier(TinyNet(2, 8), num_classes=4, mode="scratch", optim=OptimConfig("sgd", 0.05), ema_decay=d)
     assert all(not p.requires_grad for p in model.ema.parameters())
     online = torch.nn.ModuleDict({"backbone": model.backbone, "head": model.head})
     ref = {k: v.clone() for k, v in online.state_dict().items()}  # hand-rolled EMA next to the module's

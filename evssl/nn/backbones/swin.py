@@ -15,11 +15,26 @@ Arbitrary (tiny) input sizes:
 * maps are zero-padded to window multiples (as in the official detection/segmentation backbone) and padded positions
   are additionally masked out as keys (additive -100, as for the shift mask), so outputs do not depend on the padding;
 * odd maps are padded before patch merging, inputs to a multiple of 4 before the patch embedding.
+
+``window_padding`` switches the first two points (the rest is shared):
+
+* ``"masked"`` (default, above): clamped window, no shift on maps not larger than the window, padded keys masked.
+* ``"official"``: the detection-style Swin of the official ECDDP code (``model/network/swin_pretrain.py``,
+  ``SwinTransformerBlock.forward`` l. 184-238, shift chosen at l. 316): the window is always ``M`` (7), every map is
+  zero-padded **after** ``norm1`` to a multiple of ``M``, odd blocks always shift by ``M // 2`` (even a 3x3 map,
+  padded to 7x7, is rolled by 3), and the only attention mask is the shift's region mask built on the padded map
+  (l. 340-358). Padded positions are *not* masked: their zeros pass through ``qkv`` and become keys/values equal to
+  the qkv bias, so they take part in the softmax and the outputs depend on the amount of padding. Maps that are
+  multiples of ``M`` and larger than ``M`` give identical outputs in both modes. A map of exactly ``M x M`` does
+  not: ``masked`` (like the classification Swin) does not shift it, ``official`` rolls it by ``M // 2`` and splits
+  the single window into the shift's regions, so the 7x7 last stage of the 224-px teacher view (56/28/14/7)
+  differs too.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +53,8 @@ __all__ = [
 ]
 
 _MASK_VALUE = -100.0
+WindowPadding = Literal["masked", "official"]
+_WINDOW_PADDINGS = ("masked", "official")
 
 
 def _window_partition(x: Tensor, wh: int, ww: int) -> Tensor:
@@ -140,7 +157,9 @@ class WindowAttention(nn.Module):
 class SwinBlock(nn.Module):
     """Swin block: ``x + DP(W-MSA(LN(x)))``, ``x + DP(MLP(LN(x)))``; (S)W-MSA = (shifted) window attention.
 
-    Operates on ``(B, H, W, C)`` maps of any size (window clamped, map padded; see module docstring).
+    Operates on ``(B, H, W, C)`` maps of any size. ``window_padding="masked"``: window clamped, map padded, padded
+    keys masked; ``"official"``: full window, padded without a key mask, odd blocks always shifted (see the module
+    docstring).
     """
 
     def __init__(
@@ -152,10 +171,14 @@ class SwinBlock(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         drop_path: float = 0.0,
+        window_padding: WindowPadding = "masked",
     ) -> None:
         super().__init__()
+        if window_padding not in _WINDOW_PADDINGS:
+            raise ValueError(f"SwinBlock: window_padding must be one of {_WINDOW_PADDINGS}, got {window_padding!r}")
         self.window_size = window_size
         self.shift = shift
+        self.window_padding = window_padding
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
@@ -165,6 +188,9 @@ class SwinBlock(nn.Module):
     def window_and_shift(self, H: int, W: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """Effective window ``(wh, ww)`` and shift ``(sh, sw)`` for an ``H x W`` map."""
         M = self.window_size
+        if self.window_padding == "official":
+            s = M // 2 if self.shift else 0
+            return (M, M), (s, s)
         wh, ww = min(M, H), min(M, W)
         sh = M // 2 if (self.shift and H > M) else 0
         sw = M // 2 if (self.shift and W > M) else 0
@@ -180,7 +206,10 @@ class SwinBlock(nn.Module):
         Hp, Wp = H + ph, W + pw
         if sh or sw:
             h = torch.roll(h, shifts=(-sh, -sw), dims=(1, 2))
-        mask = window_attention_mask(H, W, Hp, Wp, (wh, ww), (sh, sw), x.device)
+        if self.window_padding == "official":  # shift regions only, built on the padded map: no key mask
+            mask = window_attention_mask(Hp, Wp, Hp, Wp, (wh, ww), (sh, sw), x.device)
+        else:
+            mask = window_attention_mask(H, W, Hp, Wp, (wh, ww), (sh, sw), x.device)
         h = self.attn(_window_partition(h, wh, ww), (wh, ww), mask)
         h = _window_reverse(h, wh, ww, Hp, Wp)
         if sh or sw:
@@ -221,6 +250,9 @@ class SwinTransformer(nn.Module):
             parameter never trips DDP).
         stage_norms: LayerNorm on the outputs of stages 1-3 as well (the dense-prediction variant; ECDDP's neck
             normalises every stage). The last stage always goes through ``norm``.
+        window_padding: ``"masked"`` (clamped windows, masked padding; outputs independent of the padding) or
+            ``"official"`` (the official ECDDP/detection Swin: pad to a multiple of the window without a key mask,
+            always shift odd blocks); see the module docstring.
 
     Attributes:
         num_features: pooled dimension (``8 * embed_dim`` = 768 for Swin-T); ``feature_channels`` and
@@ -240,13 +272,19 @@ class SwinTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         mask_token: bool = False,
         stage_norms: bool = True,
+        window_padding: WindowPadding = "masked",
     ) -> None:
         super().__init__()
+        if window_padding not in _WINDOW_PADDINGS:
+            raise ValueError(
+                f"SwinTransformer: window_padding must be one of {_WINDOW_PADDINGS}, got {window_padding!r}"
+            )
         if len(depths) != len(num_heads):
             raise ValueError("depths and num_heads must have the same length")
         self.in_chans = in_chans
         self.patch_size = patch_size
         self.window_size = window_size
+        self.window_padding = window_padding
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
         self.patch_norm = nn.LayerNorm(embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim)) if mask_token else None
@@ -269,6 +307,7 @@ class SwinTransformer(nn.Module):
                             mlp_ratio=mlp_ratio,
                             qkv_bias=qkv_bias,
                             drop_path=rates[k + j],
+                            window_padding=window_padding,
                         )
                         for j in range(d)
                     )
@@ -375,6 +414,7 @@ def swin_tiny(
     drop_path_rate: float = 0.0,
     mask_token: bool = False,
     stage_norms: bool = True,
+    window_padding: WindowPadding = "masked",
 ) -> SwinTransformer:
     """Swin-T (Liu et al. 2021): embed 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7, patch 4.
 
@@ -386,6 +426,7 @@ def swin_tiny(
         drop_path_rate=drop_path_rate,
         mask_token=mask_token,
         stage_norms=stage_norms,
+        window_padding=window_padding,
     )
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -327,19 +327,34 @@ class VisionTransformer(nn.Module):
         return torch.cat([*prefix, tokens], dim=1), (gh, gw)
 
     def forward_features(
-        self, x: Tensor, mask: Tensor | None = None, keep_index: Tensor | None = None
-    ) -> dict[str, Tensor]:
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        keep_index: Tensor | None = None,
+        out_blocks: Sequence[int] = (),
+    ) -> dict[str, Any]:
         """Run the encoder.
 
         Returns a dict with ``"tokens"`` (B, N', D) normalised patch tokens (N' = K when ``keep_index`` is given),
         ``"cls"`` (B, D) when the model has a class token, ``"special"`` (B, S, D) when it has special tokens, and
-        ``"pooled"`` (B, num_features).
+        ``"pooled"`` (B, num_features). Without ``keep_index`` also ``"map"``: the normalised patch tokens as a
+        ``(B, D, gh, gw)`` map, and, for ``out_blocks`` (block indices, 0-based), ``"block_maps"``: the raw outputs
+        of those blocks (before the final norm) as ``(B, D, gh, gw)`` maps, in the given order (dense transfer,
+        :mod:`evssl.nn.vitdet`).
         """
-        h, _ = self.prepare_tokens(x, mask=mask, keep_index=keep_index)
-        for blk in self.blocks:
+        if out_blocks and keep_index is not None:
+            raise ValueError("forward_features: out_blocks needs the full token grid (no keep_index)")
+        bad = [i for i in out_blocks if not 0 <= i < self.depth]
+        if bad:
+            raise ValueError(f"forward_features: out_blocks {bad} outside the {self.depth} blocks")
+        h, (gh, gw) = self.prepare_tokens(x, mask=mask, keep_index=keep_index)
+        grabbed: dict[int, Tensor] = {}
+        for i, blk in enumerate(self.blocks):
             h = blk(h)
+            if i in out_blocks:
+                grabbed[i] = self._token_map(h, gh, gw)
         h = self.norm(h)
-        out: dict[str, Tensor] = {}
+        out: dict[str, Any] = {}
         i = 0
         if self.cls_token is not None:
             out["cls"] = h[:, 0]
@@ -347,6 +362,10 @@ class VisionTransformer(nn.Module):
         if self.special_tokens is not None:
             out["special"] = h[:, i : i + self.num_special_tokens]
         out["tokens"] = h[:, self.num_prefix_tokens :]
+        if keep_index is None:
+            out["map"] = self._token_map(h, gh, gw)
+        if out_blocks:
+            out["block_maps"] = [grabbed[i] for i in out_blocks]
         if self.global_pool == "token":
             out["pooled"] = out["cls"]
         elif self.global_pool == "avg":
@@ -354,6 +373,11 @@ class VisionTransformer(nn.Module):
         else:
             out["pooled"] = out["special"].flatten(1)
         return out
+
+    def _token_map(self, h: Tensor, gh: int, gw: int) -> Tensor:
+        """Patch tokens of a full sequence ``(B, prefix + gh*gw, D)`` as a ``(B, D, gh, gw)`` map."""
+        tokens = h[:, self.num_prefix_tokens :]
+        return tokens.transpose(1, 2).reshape(h.shape[0], -1, gh, gw)
 
     def forward(self, x: Tensor) -> Tensor:
         """Pooled feature ``(B, num_features)``."""
@@ -477,15 +501,20 @@ def param_groups_lrd(
     layer_decay: float,
     no_weight_decay: Iterable[str] = (),
     num_layers: int | None = None,
+    policy: Any = None,
 ) -> list[dict]:
     """Parameter groups with layer-wise learning-rate decay (BEiT, Bao et al. ICLR 2022; MAE fine-tuning recipe).
 
     Layer ``l`` (0 = patch embedding and tokens, ``i + 1`` = block ``i``, ``depth + 1`` = final norm and any head)
-    gets ``lr_scale = layer_decay ** (depth + 1 - l)``. Norm weights, biases (all 1-D parameters), tokens and
-    positional embeddings get no weight decay. ``model`` may be the ViT or any module containing one (names are
-    matched on ``blocks.<i>.``). Groups are dicts ``{"name", "params", "lr_scale", "weight_decay"}`` as expected by
-    :class:`evssl.methods.base.PretrainMethod` (the optimizer multiplies ``lr`` by ``lr_scale``).
+    gets ``lr_scale = layer_decay ** (depth + 1 - l)``. Which parameters decay is the decision of the one policy,
+    :func:`evssl.optim.decays` with ``policy.no_decay`` (an :class:`~evssl.optim.OptimConfig`; default: the default
+    kinds: 1-D parameters, tokens, position embeddings); names in ``no_weight_decay`` are excluded as well. ``model``
+    may be the ViT or any module containing one (names are matched on ``blocks.<i>.``). Groups are specs ``{"name",
+    "params", "lr_scale", "weight_decay", "no_decay"}`` for :func:`evssl.optim.param_groups`.
     """
+    from evssl.optim import NO_DECAY_KINDS, decays
+
+    kinds = NO_DECAY_KINDS if policy is None or policy.no_decay is None else tuple(policy.no_decay)
     if num_layers is None:
         vits = [m for m in model.modules() if isinstance(m, VisionTransformer)]
         if vits:
@@ -494,12 +523,12 @@ def param_groups_lrd(
             ids = [int(m.group(1)) for n, _ in model.named_parameters() if (m := _BLOCK_RE.search(n))]
             depth = max(ids) + 1 if ids else 0
         num_layers = depth + 1
-    skip = set(no_weight_decay) | {"cls_token", "special_tokens", "mask_token", "pos_embed"}
+    skip = set(no_weight_decay)
     groups: dict[str, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = p.ndim <= 1 or any(part in skip for part in name.split(".")) or name in skip
+        no_decay = not decays(name, p, kinds) or name in skip or any(part in skip for part in name.split("."))
         layer = _vit_layer_id(name, num_layers)
         key = f"layer_{layer}_{'no_decay' if no_decay else 'decay'}"
         if key not in groups:
@@ -508,6 +537,8 @@ def param_groups_lrd(
                 "params": [],
                 "lr_scale": layer_decay ** (num_layers - layer),
                 "weight_decay": 0.0 if no_decay else weight_decay,
+                # the decision is made here: the no-decay buckets keep no decay, the decay buckets decay all
+                "no_decay": NO_DECAY_KINDS if no_decay else (),
             }
         groups[key]["params"].append(p)
     return list(groups.values())
