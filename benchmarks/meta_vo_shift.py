@@ -60,7 +60,7 @@ import torch
 
 from evssl.data.collate import collate_events
 from evssl.data.sequences import VODataModule
-from evssl.methods.meta_vo import MetaConfig, MetaVO, NetworkConfig, OnlineConfig
+from evssl.methods.meta_vo import MetaConfig, MetaVO, MetaVOOptim, NetworkConfig, OnlineConfig
 from evssl.nn.backbones.resnet import BasicBlock, ResNet
 
 NET = NetworkConfig(
@@ -90,13 +90,13 @@ def build(seed: int, meta: bool, online: bool, inner_lr: float, align: bool = Tr
             kitti_step=2,
         ),
         preset="small",
-        lr=1e-3,
+        optim=MetaVOOptim(lr=1e-3),
     )
 
 
 def train(model: MetaVO, dm: VODataModule, steps: int, batch_size: int, seed: int) -> list[float]:
     ds = dm.datasets["train"]
-    opt = torch.optim.Adam([p for g in model.learnable_params() for p in g["params"]], lr=model.lr)
+    opt = torch.optim.Adam([p for g in model.learnable_params() for p in g["params"]], lr=model.optim.lr)
     rng = np.random.default_rng(seed)
     model.train()
     model._set_alignment_mode("source")

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from evssl.losses.photometric import disp_to_depth, view_synthesis_loss
-from evssl.methods.base import OptimizerName, PretrainMethod
+from evssl.methods.base import PretrainMethod, apply_preset
 from evssl.metrics.odometry import (
     KITTI_LENGTHS,
     absolute_trajectory_error,
@@ -67,8 +67,20 @@ from evssl.metrics.odometry import (
 from evssl.nn.backbones.resnet import ResNet
 from evssl.nn.depth_pose import DepthNet, DepthPoseNet, PoseNet, RecurrentEncoder, feature_alignments
 from evssl.nn.meta import meta_objective
+from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
+from evssl.optim import OptimConfig, OptimizerName
+from evssl.utils.hparams import as_config
 
-__all__ = ["MetaConfig", "MetaVO", "NetworkConfig", "OnlineConfig", "VOLossConfig", "meta_vo_preset"]
+__all__ = [
+    "META_VO_PRESETS",
+    "MetaConfig",
+    "MetaVO",
+    "MetaVOOptim",
+    "NetworkConfig",
+    "OnlineConfig",
+    "VOLossConfig",
+    "meta_vo_preset",
+]
 
 
 # ------------------------------------------------------------------------------------------------ option groups
@@ -146,28 +158,35 @@ class OnlineConfig:
     kitti_step: int = 10
 
 
-_PRESETS: dict[str, dict[str, Any]] = {
+@dataclass
+class MetaVOOptim(OptimConfig):
+    """The outer optimiser: Adam(W) without weight decay at a constant learning rate (``min_lr_ratio = 1``), the
+    usual self-supervised depth/pose recipe (Zhou et al. 2017, Monodepth2: Adam 1e-4); the paper's value is [R]."""
+
+    name: OptimizerName = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    min_lr_ratio: float = 1.0
+
+
+#: The faithfulness switches of :class:`MetaVO`, one table per option group (``None`` fields take these values).
+META_VO_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The paper's text as far as the digest recalls it ([R]): second-order meta-gradient, alpha ~ 1e-4, one step.
-    "paper": {"first_order": False, "inner_lr": 1e-4, "online_lr": 1e-4},
+    "paper": {"meta": {"first_order": False, "inner_lr": 1e-4}, "online": {"lr": 1e-4}},
     # Small-compute recipe for tiny networks on simulator sequences: same objective, a much larger inner step. The
     # photometric gradients of a width-8 ResNet on 32x48 windows have a squared norm of ~1e-3, so alpha = 1e-4 would
     # change the window loss by ~1e-7 per step (nothing to meta-learn); alpha = 1 lowers it by ~2 % (measured once on
     # an untrained network; not tuned on the benchmark).
-    "small": {"first_order": False, "inner_lr": 1.0, "online_lr": 1.0},
+    "small": {"meta": {"first_order": False, "inner_lr": 1.0}, "online": {"lr": 1.0}},
 }
 
 
 def meta_vo_preset(name: str, meta: MetaConfig, online: OnlineConfig) -> tuple[MetaConfig, OnlineConfig]:
-    """Resolve ``None`` switch fields from the preset (the one place presets live)."""
-    if name not in _PRESETS:
-        raise ValueError(f"unknown MetaVO preset {name!r}; choose from {sorted(_PRESETS)}")
-    p = _PRESETS[name]
-    meta = replace(
-        meta,
-        first_order=p["first_order"] if meta.first_order is None else meta.first_order,
-        inner_lr=p["inner_lr"] if meta.inner_lr is None else meta.inner_lr,
-    )
-    online = replace(online, lr=p["online_lr"] if online.lr is None else online.lr)
+    """Resolve ``None`` switch fields of both groups from :data:`META_VO_PRESETS` (explicit values win)."""
+    if name not in META_VO_PRESETS:
+        raise ValueError(f"MetaVO: unknown preset {name!r}; expected one of {sorted(META_VO_PRESETS)}")
+    meta = apply_preset(meta, {name: META_VO_PRESETS[name]["meta"]}, name, "MetaVO.meta")
+    online = apply_preset(online, {name: META_VO_PRESETS[name]["online"]}, name, "MetaVO.online")
     return meta, online
 
 
@@ -215,10 +234,9 @@ class MetaVO(PretrainMethod):
             the pose encoder is a fresh ResNet of the same kind with twice the input channels.
         network, loss, meta, online: option groups (:class:`NetworkConfig`, :class:`VOLossConfig`,
             :class:`MetaConfig`, :class:`OnlineConfig`).
-        preset: ``"paper"`` or ``"small"`` (:func:`meta_vo_preset`).
-        optimizer, lr, weight_decay, betas, warmup_epochs, min_lr_ratio: the outer optimiser (Adam-like defaults;
-            see :class:`~evssl.methods.base.PretrainMethod`).
-        probe_classes: accepted for the CLI's class-count link; must be 0 (there are no labels).
+        preset: ``"paper"`` or ``"small"`` (:data:`META_VO_PRESETS`).
+        optim: the outer optimiser (:class:`MetaVOOptim`: AdamW, no weight decay, constant lr).
+        probe: accepted for the CLI's class-count link; the VO data has no labels, so no probe is built.
     """
 
     def __init__(
@@ -229,30 +247,18 @@ class MetaVO(PretrainMethod):
         meta: MetaConfig | None = None,
         online: OnlineConfig | None = None,
         preset: Literal["paper", "small"] = "small",
-        optimizer: OptimizerName = "adamw",
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 1.0,
-        probe_classes: int = 0,
+        optim: MetaVOOptim | None = None,
+        probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        super().__init__(
-            backbone,
-            optimizer=optimizer,
-            lr=lr,
-            weight_decay=weight_decay,
-            betas=betas,
-            warmup_epochs=warmup_epochs,
-            min_lr_ratio=min_lr_ratio,
-            probe_classes=0,
-        )
+        super().__init__(backbone, optim, None, ProbeConfig(enabled=False), default_optim=MetaVOOptim())
         if not isinstance(backbone, ResNet):
             raise TypeError(f"MetaVO needs an evssl ResNet backbone (DepthNet encoder), got {type(backbone).__name__}")
         self.automatic_optimization = False
-        self.network_cfg = network or NetworkConfig()
-        self.loss_cfg = loss or VOLossConfig()
-        self.meta_cfg, self.online_cfg = meta_vo_preset(preset, meta or MetaConfig(), online or OnlineConfig())
+        self.network_cfg = as_config(NetworkConfig, network)
+        self.loss_cfg = as_config(VOLossConfig, loss)
+        self.meta_cfg, self.online_cfg = meta_vo_preset(
+            preset, as_config(MetaConfig, meta), as_config(OnlineConfig, online)
+        )
         self.preset = preset
         n = self.network_cfg
         enc_kw = dict(

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from evssl.data.collate import collate_events
 from evssl.data.sequences import OnlineSequenceDataset, VODataModule
-from evssl.methods.meta_vo import MetaConfig, MetaVO, NetworkConfig, OnlineConfig
+from evssl.methods.meta_vo import MetaConfig, MetaVO, MetaVOOptim, NetworkConfig, OnlineConfig
 from evssl.nn.backbones.resnet import BasicBlock, ResNet
 from tests.helpers import REPO, cli_env
 
@@ -27,7 +27,7 @@ def _model(meta: bool = True, online: bool = True, first_order: bool = False, **
         network=NET,
         meta=MetaConfig(enabled=meta, first_order=first_order),
         online=OnlineConfig(enabled=online, kitti_lengths=(0.05, 0.1), kitti_step=2, **kw),
-        lr=1e-3,
+        optim=MetaVOOptim(lr=1e-3),
     )
 
 
