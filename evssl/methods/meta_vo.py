@@ -124,7 +124,10 @@ class MetaConfig:
 
     ``enabled``: meta-objective (True) or plain training on the mean window loss (False). ``first_order``: FOMAML.
     ``chain``: chained inner updates over the snippet (True) or independent pairs. ``inner_lr``: alpha.
-    ``learn_inner_lr``: optimise log alpha with the outer step.
+    ``learn_inner_lr``: optimise log alpha with the outer step. ``bptt``: back-propagate through the ConvLSTM state
+    carried from window to window inside a snippet (the exact gradient of the snippet objective; tested against
+    finite differences) instead of detaching it at every window (truncated BPTT, the default: cheaper, and what the
+    online loop does, where the state is always a constant of the past).
     """
 
     enabled: bool = True
@@ -132,6 +135,7 @@ class MetaConfig:
     chain: bool = True
     inner_lr: float | None = None
     learn_inner_lr: bool = False
+    bptt: bool = False
 
 
 @dataclass
@@ -374,7 +378,7 @@ class MetaVO(PretrainMethod):
         def loss_fn(params: dict[str, Tensor] | None, i: int) -> Tensor:
             inputs, frames = self._window(batch, i, wf)
             loss, _, out = self.window_loss(params, inputs, frames, k, states.get(i))
-            states.setdefault(i + 1, _detach_state(out["state"]))
+            states.setdefault(i + 1, out["state"] if self.meta_cfg.bptt else _detach_state(out["state"]))
             return loss
 
         logs: dict[str, Tensor] = {}
