@@ -4,7 +4,7 @@ For each seed:
 
 1. pre-train :class:`evssl.methods.brave.BraVe` on the train split of a synthetic store (default ``small``: 64x64
    sensor, 200 ms clips of 10 moving textured shape classes with distractors and a moving textured background; 2,100
-   train clips; labels are never used by the loss) with :class:`~evssl.methods.brave.NarrowBroadViews` — narrow:
+   train clips; labels are never used by the loss) with :class:`~evssl.data.views.NarrowBroadViews` — narrow:
    50 ms at 32x32, 5-bin voxel grid; broad: 150 ms windows starting with the narrow one, at 16x16, a 10-bin voxel
    grid and a 2-channel histogram; independent random-area crops (area [0.3, 1], aspect [0.5, 2]) and flips per view,
    RandConv on the broad views — tiny ResNets (one per view), shared projector/predictor, LARS (Nesterov, trust 1e-3,
@@ -47,9 +47,10 @@ from torch.utils.data import DataLoader
 from evssl.data.collate import Collate
 from evssl.data.datamodules import EventDataModule
 from evssl.data.datasets import StoreDataset
+from evssl.data.views import BroadViewSpec, NarrowBroadViews
 from evssl.events import augment as aug
 from evssl.events.representations import Histogram, VoxelGrid
-from evssl.methods.brave import BraVe, BraVeOptim, BroadViewSpec, NarrowBroadViews
+from evssl.methods.brave import BraVe, BraVeOptim
 from evssl.nn.backbones import BasicBlock, ResNet
 from evssl.nn.probe import ProbeConfig
 from evssl.tasks.transfer import reestimate_batchnorm

@@ -19,7 +19,7 @@ Linear probe: features of one centred window per recording (train split → fit,
 with the train statistics, multinomial logistic regression (L-BFGS, L2 1e-3), test top-1. kNN: k = 20, cosine on
 centred features, votes ``exp(cos / 0.07)`` (Wu et al. 2018, DINO).
 
-To fit a CPU budget the event pipeline runs once: :class:`~evssl.methods.ecdp.ECDPViews` draws ``--pool`` augmented
+To fit a CPU budget the event pipeline runs once: :class:`~evssl.data.views.ECDPViews` draws ``--pool`` augmented
 training windows per recording (random position, time flip, shift, correlated noise) through the real
 ``EventDataModule`` (collate + ``EventImage`` on the batch) and the paired frames are embedded once by the frozen
 :class:`~evssl.nn.image_encoders.RandomFeatureEncoder` (the precomputed-``embedding`` path of ECDP, as the paper
@@ -100,8 +100,8 @@ Split = tuple[torch.Tensor, torch.Tensor]  # (inputs or features, labels)
 def event_datamodule(args: argparse.Namespace, rgb: str, split: str, windows: int = 1) -> Any:
     """The real evssl data pipeline over one split, with ECDP's sampler (rgb: 'frame' or 'none')."""
     from evssl.data import EventDataModule
+    from evssl.data.views import ECDPViews
     from evssl.events.representations import EventImage
-    from evssl.methods.ecdp import ECDPViews
 
     sampler = ECDPViews(
         num_events=args.num_events,

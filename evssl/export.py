@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,17 @@ def export_backbone(
         config = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": {}}
     ckpt_meta = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt is not None else {}
     saved = (ckpt_meta.get("hyper_parameters") or {}).get("backbone")
-    if not config.get("init_args") and isinstance(saved, dict) and "class_path" in saved:
-        # a module rebuilt from a checkpoint holds the backbone object; the config that built it is in the ckpt
+    if isinstance(saved, dict) and "class_path" in saved:
+        # a module rebuilt from a checkpoint holds the backbone object; the config that built it is in the ckpt,
+        # and what the method changes for export (ECDDP: mask_token, window_padding) goes on top of it
         if saved["class_path"].rsplit(".", 1)[-1] == type(backbone).__name__:
-            config = {"class_path": saved["class_path"], "init_args": dict(saved.get("init_args") or {})}
+            init_args = {**dict(saved.get("init_args") or {}), **dict(config.get("init_args") or {})}
+            config = {"class_path": saved["class_path"], "init_args": init_args}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out)
     from evssl import __version__
 
     cls = type(module)
@@ -105,7 +110,10 @@ def export_backbone(
         "evssl_version": __version__,
         "num_parameters": int(sum(v.numel() for v in backbone.parameters())),
     }
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    meta_path = out.with_suffix(".json")
+    tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    os.replace(tmp, meta_path)
     return meta
 
 

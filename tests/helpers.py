@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from evssl.methods.base import PretrainMethod, SSLOutput
 from evssl.nn.ema import make_target
+from evssl.utils.hparams import records_init_args
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -38,6 +39,7 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@records_init_args
 class TinyNet(nn.Module):
     """Conv -> GroupNorm -> ReLU -> global pool; ``num_features`` = ``width`` (no BatchNorm: rank-independent)."""
 

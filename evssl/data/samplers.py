@@ -19,7 +19,7 @@ Conventions shared by every sampler here:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ __all__ = [
     "DENSE_KEYS",
     "ClassificationWindow",
     "DenseWindow",
+    "RepresentationProtocol",
+    "SamplerProtocol",
     "SequenceWindows",
     "WindowSampler",
     "pick_start",
@@ -41,6 +43,35 @@ __all__ = [
 
 DENSE_KEYS = ("semantic", "flow", "depth")
 Augment = Callable[[Events, np.random.Generator], Events]
+
+
+@runtime_checkable
+class SamplerProtocol(Protocol):
+    """What the data module needs from a sampler (every :class:`WindowSampler` satisfies it).
+
+    ``__call__(store, index, rng, train, segment)`` builds one sample dict; :meth:`output_size` gives the (H, W) of
+    the events it produces for a store's sensor size; :meth:`representation_keys` maps event keys of a sample to
+    the batch keys of their dense tensors. A multi-view sampler may also carry ``representations``: ``{event key:
+    representation}`` overriding the data module's representation per key.
+    """
+
+    def __call__(
+        self, store: EventStore, index: int, rng: np.random.Generator, train: bool, segment: tuple[int, int] = (0, 1)
+    ) -> dict[str, Any]: ...
+
+    def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]: ...
+
+    def representation_keys(self) -> dict[str, str]: ...
+
+
+@runtime_checkable
+class RepresentationProtocol(Protocol):
+    """An event representation: ``rep(batch: EventBatch) -> (B, rep.channels, H, W)`` float32."""
+
+    @property
+    def channels(self) -> int: ...
+
+    def __call__(self, ev: Any) -> torch.Tensor: ...
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers

@@ -27,7 +27,9 @@ def embedding_projection(v: Tensor, y: Tensor, detach_target: bool = True) -> Te
     return cos * y_hat
 
 
-def distribution_alignment_loss(q: Tensor, y: Tensor, temperature: float = 0.1, form: str = "paper") -> Tensor:
+def distribution_alignment_loss(
+    q: Tensor, y: Tensor, temperature: float = 0.1, form: str = "paper", sinkhorn_ranks: str = "local"
+) -> Tensor:
     r"""L_kl: align the batch similarity distribution of event embeddings with that of the RGB embeddings.
 
     With :math:`\hat q, \hat y` unit-normalised and :math:`S^q = \hat q\hat q^\top/\tau`, :math:`S^y = \hat y\hat
@@ -40,6 +42,9 @@ def distribution_alignment_loss(q: Tensor, y: Tensor, temperature: float = 0.1, 
       direction, as ``KLDivLoss(batchmean)(log_softmax(S^q), P)`` computes.
 
     In both forms the RGB side keeps its gradient (the trainable map h_I learns through this loss, as in the code).
+    ``sinkhorn_ranks`` (``form="code"`` under DDP): ``"local"`` solves each rank's own B×B Sinkhorn;
+    ``"official"`` all-reduces the total and per-column sums as the official ``hub_model.py`` ``sinkhorn`` does
+    (:func:`~evssl.losses.contrastive.sinkhorn_knopp` with ``cross_rank="official"``); one process: the same.
     """
     qn, yn = F.normalize(q, dim=-1), F.normalize(y, dim=-1)
     log_sq = F.log_softmax(qn @ qn.t() / temperature, dim=-1)
@@ -48,6 +53,11 @@ def distribution_alignment_loss(q: Tensor, y: Tensor, temperature: float = 0.1, 
         log_sy = F.log_softmax(logits_y, dim=-1)
         return (log_sq.exp() * (log_sq - log_sy)).sum(-1).mean()
     if form == "code":
-        target = sinkhorn_knopp(logits_y, n_iters=3, distributed=False)
+        if sinkhorn_ranks not in ("local", "official"):
+            raise ValueError(f"sinkhorn_ranks must be 'local' or 'official', got {sinkhorn_ranks!r}")
+        official = sinkhorn_ranks == "official"
+        target = sinkhorn_knopp(
+            logits_y, n_iters=3, distributed=official, cross_rank="official" if official else "exact"
+        )
         return F.kl_div(log_sq, target, reduction="batchmean")
     raise ValueError(f"distribution_alignment_loss: form must be 'paper' or 'code', got {form!r}")

@@ -17,20 +17,27 @@ prediction onto the other view's stop-gradient projection, in both directions, f
 There is no EMA target (collapse is avoided by the separate backbones, the predictor, the stop-gradient and the
 batch norms in the heads); ``ema_target=True`` is an ablation that takes the targets from BYOL-style momentum copies.
 
-Faithfulness notes (official JAX code ``brave/models/brave/{brave,modules,config}.py`` and the evssl digest §3):
+Faithfulness notes (official JAX code ``brave/models/brave/{brave,modules,config}.py``, ``training/optimizers.py``
+and the evssl digest §3):
 
-* Views: :class:`NarrowBroadViews`. The broad window starts where the narrow window starts (``align="start"``,
-  the digest's reading of the released code); ``align="random"`` places the narrow window uniformly inside the broad
-  one, as the first public release did (``random_sample_sequence_using_video`` with the broad indices as bounds).
-  Narrow ⊂ broad always. Independent random-area crops per view (area ∈ [0.3, 1], aspect ∈ [0.5, 2], then resize)
-  and independent horizontal flips, applied to the events. Short recordings are not looped: a broad window that runs
-  past the end of the recording is simply emptier (the representation still normalises time by the full window).
+* Views: :class:`~evssl.data.views.NarrowBroadViews` (its own ``preset``): narrow start uniform over the recording,
+  broad windows starting with the narrow one, short recordings looped (``extend_sequence``), independent random-area
+  crops and flips per view, and event analogues of the official blur / colour jitter / grayscale (review B3, B4).
 * Broad-view augmentation: :class:`RandConv` — a random convolution with an odd kernel size drawn uniformly from
   {1, 3, …, 11}, He-normal weights, C→C channels, "SAME" padding, a new kernel per sample — applied on the device to
   the broad representation tensors only (BraVe's randomly-convolved broad view; Xu et al., ICLR 2021).
 * Heads: projector ``Linear(4096)→BN→ReLU→Linear(128)→BN``; predictor ``Linear(4096)→BN→ReLU→Linear(128)``.
-* Optimisation: LARS (momentum 0.9, Nesterov, trust coefficient 1e-3; biases and norms excluded from weight decay
-  and trust ratio), warm-up + cosine, predictor learning rate ×10 (``scale_learning_rate_by_regex``).
+* Optimisation: LARS (momentum 0.9, Nesterov, trust coefficient 1e-3), warm-up + cosine (:class:`BraVeOptim`).
+  The predictor's ×10 (``scale_learning_rate_by_regex [('.*predictor.*', 10)]``) is chained **before**
+  ``optax.lars``, so it scales the *gradient*: the trust ratio ``eta ||w|| / ||10 g + wd w||`` then cancels it for
+  every adapted parameter except against weight decay (review B1). ``preset="official"`` does exactly that
+  (``LrRule(where="gradient")``); ``"paper"`` reads "learning rate ×10" as a step scale after the trust ratio (the
+  evssl behaviour before v2; the predictor's weights then move ~10× further).
+* LARS masks (review B2): BraVe's ``exclude_bias_and_normalizers`` returns True for biases and norms and is passed
+  as optax's ``weight_decay_mask`` / ``trust_ratio_mask``, where True means *apply*: the released code therefore
+  decays and adapts **only** biases and norms, and weight matrices get plain Nesterov SGD. evssl follows the evident
+  intent by default (``optim.lars_masks: intent``: weight decay and trust ratio on weights, not on biases/norms);
+  ``optim.lars_masks: released`` reproduces the released code.
 * Cross-replica BN: every BatchNorm (backbones, projector, predictor) becomes ``SyncBatchNorm`` in
   :meth:`BraVe.configure_model` when ``trainer.world_size > 1`` (``sync_batchnorm=True``).
 * Evaluation uses the narrow backbone only (pre-projector pooled features): :meth:`BraVe.probe_features`,
@@ -41,18 +48,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from evssl.data.samplers import WindowSampler, nearest_index, pick_start
-from evssl.events.schema import Events
+from evssl.data.views.brave import NARROW_EVENTS, broad_key
 from evssl.losses.regression import brave_loss, normalized_std
 from evssl.methods.base import PretrainMethod, SSLOutput
 from evssl.nn.ema import make_target
@@ -60,339 +64,7 @@ from evssl.nn.heads import byol_predictor, byol_projector
 from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
 from evssl.optim import EmaConfig, LrRule, OptimConfig, OptimizerName
 
-if TYPE_CHECKING:  # pragma: no cover
-    from evssl.events.io.store import EventStore
-    from evssl.events.representations import Representation
-
-__all__ = ["BRAVE_PRESETS", "BraVe", "BraVeOptim", "BroadViewSpec", "NarrowBroadViews", "RandConv", "sync_batchnorm_"]
-
-#: Event key of the narrow view in a training sample; its representation lands in ``batch["input"]``.
-NARROW_EVENTS = "narrow_events"
-
-
-def broad_key(k: int) -> str:
-    """Batch key of the ``k``-th broad view's dense tensor (representation or frame)."""
-    return f"broad_{k}"
-
-
-def broad_events_key(k: int) -> str:
-    """Sample key of the ``k``-th broad view's events (collated to an EventBatch)."""
-    return f"broad_{k}_events"
-
-
-# ======================================================================================================== views
-class BroadViewSpec:
-    """One broad view of :class:`NarrowBroadViews`.
-
-    Args:
-        duration_us: window length; ``None`` takes the sampler's ``broad_us``. Must be >= the narrow window.
-        resolution: (H, W) of the view; ``None`` = half the narrow resolution (rounded up).
-        representation: representation of this view's events (e.g. ``VoxelGrid(10)`` or ``Histogram()``);
-            ``None`` = the data module's representation. Ignored for ``modality="frame"``.
-        modality: ``"events"`` or ``"frame"`` (the paired frame nearest to the window centre, float in [0, 1],
-            (3, H, W); needs a store with frames).
-        augment: extra event augmentation ``augment(ev, rng) -> Events`` for this view (training only, after the
-            crop/flip), e.g. a ``Compose`` from :mod:`evssl.events.augment`.
-    """
-
-    def __init__(
-        self,
-        duration_us: int | None = None,
-        resolution: tuple[int, int] | None = None,
-        representation: Representation | None = None,
-        modality: Literal["events", "frame"] = "events",
-        augment: Callable | None = None,
-    ) -> None:
-        if modality not in ("events", "frame"):
-            raise ValueError(f"modality must be 'events' or 'frame', got {modality!r}")
-        if duration_us is not None and duration_us <= 0:
-            raise ValueError(f"duration_us must be positive, got {duration_us}")
-        self.duration_us = None if duration_us is None else int(duration_us)
-        self.resolution = None if resolution is None else (int(resolution[0]), int(resolution[1]))
-        self.representation = representation
-        self.modality = modality
-        self.augment = augment
-
-    def __repr__(self) -> str:
-        return (
-            f"BroadViewSpec(duration_us={self.duration_us}, resolution={self.resolution}, "
-            f"representation={self.representation!r}, modality={self.modality!r})"
-        )
-
-
-def sample_crop_box(
-    height: int,
-    width: int,
-    rng: np.random.Generator,
-    area: tuple[float, float] = (0.3, 1.0),
-    aspect: tuple[float, float] = (0.5, 2.0),
-    attempts: int = 10,
-) -> tuple[int, int, int, int]:
-    """A random box ``(top, left, h, w)`` covering a fraction ∈ ``area`` of the sensor with w/h ∈ ``aspect``.
-
-    As ``tf.image.sample_distorted_bounding_box`` in BraVe's ``random_sample_crop_window``: area and aspect ratio
-    uniform, up to ``attempts`` tries, the full sensor when none fits.
-    """
-    for _ in range(attempts):
-        a = rng.uniform(area[0], area[1]) * height * width
-        r = rng.uniform(aspect[0], aspect[1])
-        w = round(math.sqrt(a * r))
-        h = round(math.sqrt(a / r))
-        if 1 <= h <= height and 1 <= w <= width:
-            top = int(rng.integers(0, height - h + 1))
-            left = int(rng.integers(0, width - w + 1))
-            return top, left, int(h), int(w)
-    return 0, 0, int(height), int(width)
-
-
-def resize_events(ev: Events, size: tuple[int, int], rng: np.random.Generator | None = None) -> Events:
-    """Events mapped onto a ``size`` = (h, w) sensor.
-
-    Down-scaling (and equal size) is :func:`evssl.events.augment.rescale` (``x' = ⌊x·w/W⌋``). Along an axis that is
-    *up*-scaled (a small crop resized to the view resolution) each event lands on a uniformly random target pixel of
-    its source pixel's footprint, ``x' = ⌊(x + u)·w/W⌋`` with ``u ~ U[0, 1)`` — the event analogue of image
-    interpolation, without the regular holes a plain ``⌊x·w/W⌋`` leaves. ``rng=None`` uses the plain mapping.
-    """
-    from evssl.events import augment as aug
-
-    h, w = int(size[0]), int(size[1])
-    if (ev.height, ev.width) == (h, w):
-        return ev
-    up_x, up_y = w > ev.width, h > ev.height
-    if rng is None or not (up_x or up_y) or len(ev) == 0:
-        return aug.rescale(ev, (h, w))
-    x = ev.x.astype(np.float64) + (rng.random(len(ev)) if up_x else 0.0)
-    y = ev.y.astype(np.float64) + (rng.random(len(ev)) if up_y else 0.0)
-    x = np.minimum(np.floor(x * w / ev.width), w - 1).astype(np.int16)
-    y = np.minimum(np.floor(y * h / ev.height), h - 1).astype(np.int16)
-    return Events(x, y, ev.t, ev.p, h, w)
-
-
-class NarrowBroadViews(WindowSampler):
-    """BraVe's view sampler: one narrow event window and K broad windows that contain it (training), or one plain
-    labelled narrow window (evaluation).
-
-    Training sample::
-
-        {"narrow_events": Events (narrow_resolution), "narrow_events_window": (t0, t0 + narrow_us),
-         "broad_k_events": Events (resolution of view k), "broad_k_events_window": (tb_k, tb_k + d_k),  # events views
-         "broad_k": float tensor (3, H_k, W_k) in [0, 1],                                       # frame views
-         "label": int, "index": int}
-
-    with ``tb_k <= t0`` and ``t0 + narrow_us <= tb_k + d_k`` (narrow ⊂ broad). The data module turns
-    ``narrow_events`` into ``batch["input"]`` and ``broad_k_events`` into ``batch["broad_k"]``
-    (:meth:`representation_keys`, :attr:`representations`). Evaluation sample (``train=False``): ``{"events",
-    "window", "label", "index"}``, a centred narrow window (``eval_duration_us``, default ``narrow_us``) over the full
-    sensor rescaled to ``narrow_resolution``, no augmentation — what the online / linear probe of the narrow backbone
-    sees.
-
-    Args:
-        narrow_us: narrow window length (µs). Paper: 16 frames with step 2 at 25 fps ≈ 1.28 s of video.
-        broad_us: default broad window length (µs) for specs without ``duration_us``. Paper: ≈ 10.24 s (8× narrow).
-        narrow_resolution: (H, W) of the narrow view; ``None`` = the sensor size. Paper: 224 (broad: 112).
-        broad: the broad views (default: one event view with the data module's representation).
-        narrow_representation: representation of the narrow view (and of the eval ``events``); ``None`` = the
-            data module's representation (whose channels the CLI links to the narrow backbone's ``in_chans``).
-        align: ``"start"`` (broad windows start with the narrow window) or ``"random"`` (narrow uniformly inside).
-        crop_area, crop_aspect: random-crop ranges per view (BraVe: [0.3, 1] and [0.5, 2]); ``crop_area=(1, 1)``
-            disables cropping.
-        flip_p: probability of a horizontal flip, drawn independently per view.
-        narrow_augment: extra event augmentation of the narrow view (training only, after crop/flip).
-        eval_duration_us: evaluation window length (default ``narrow_us``).
-    """
-
-    def __init__(
-        self,
-        narrow_us: int = 50_000,
-        broad_us: int = 200_000,
-        narrow_resolution: tuple[int, int] | None = None,
-        broad: list[BroadViewSpec] | None = None,
-        narrow_representation: Representation | None = None,
-        align: Literal["start", "random"] = "start",
-        crop_area: tuple[float, float] = (0.3, 1.0),
-        crop_aspect: tuple[float, float] = (0.5, 2.0),
-        flip_p: float = 0.5,
-        narrow_augment: Callable | None = None,
-        eval_duration_us: int | None = None,
-    ) -> None:
-        if narrow_us <= 0 or broad_us <= 0:
-            raise ValueError("narrow_us and broad_us must be positive")
-        if align not in ("start", "random"):
-            raise ValueError(f"align must be 'start' or 'random', got {align!r}")
-        if not 0 < crop_area[0] <= crop_area[1] <= 1:
-            raise ValueError(f"crop_area must satisfy 0 < lo <= hi <= 1, got {crop_area}")
-        self.narrow_us = int(narrow_us)
-        self.broad_us = int(broad_us)
-        self.narrow_resolution = (
-            None if narrow_resolution is None else (int(narrow_resolution[0]), int(narrow_resolution[1]))
-        )
-        self.broad = list(broad) if broad else [BroadViewSpec()]
-        for k in range(len(self.broad)):
-            if self.broad_duration(k) < self.narrow_us:
-                raise ValueError(
-                    f"broad view {k} lasts {self.broad_duration(k)} µs, "
-                    f"shorter than the narrow view ({self.narrow_us} µs)"
-                )
-        self.narrow_representation = narrow_representation
-        self.align = align
-        self.crop_area = (float(crop_area[0]), float(crop_area[1]))
-        self.crop_aspect = (float(crop_aspect[0]), float(crop_aspect[1]))
-        self.flip_p = float(flip_p)
-        self.narrow_augment = narrow_augment
-        self.eval_duration_us = int(eval_duration_us) if eval_duration_us else self.narrow_us
-        reps: dict[str, Any] = {}
-        if narrow_representation is not None:
-            reps[NARROW_EVENTS] = narrow_representation
-            reps["events"] = narrow_representation
-        for k, spec in enumerate(self.broad):
-            if spec.modality == "events" and spec.representation is not None:
-                reps[broad_events_key(k)] = spec.representation
-        self.representations = reps
-
-    def __repr__(self) -> str:
-        return (
-            f"NarrowBroadViews(narrow_us={self.narrow_us}, narrow_resolution={self.narrow_resolution}, "
-            f"align={self.align!r}, broad={self.broad!r})"
-        )
-
-    # ------------------------------------------------------------------ sizes and keys
-    def broad_duration(self, k: int) -> int:
-        """Window length of broad view ``k`` (µs)."""
-        d = self.broad[k].duration_us
-        return self.broad_us if d is None else d
-
-    def narrow_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """(H, W) of the narrow view."""
-        return (
-            self.narrow_resolution if self.narrow_resolution is not None else (int(sensor_size[0]), int(sensor_size[1]))
-        )
-
-    def broad_size(self, k: int, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """(H, W) of broad view ``k`` (default: half the narrow size, rounded up)."""
-        res = self.broad[k].resolution
-        if res is not None:
-            return res
-        h, w = self.narrow_size(sensor_size)
-        return (h + 1) // 2, (w + 1) // 2
-
-    def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """Size of the narrow view (what the evaluated backbone sees)."""
-        return self.narrow_size(sensor_size)
-
-    def representation_keys(self) -> dict[str, str]:
-        """``narrow_events`` (train) and ``events`` (eval) → ``input``; ``broad_k_events`` → ``broad_k``."""
-        keys = {NARROW_EVENTS: "input", "events": "input"}
-        for k, spec in enumerate(self.broad):
-            if spec.modality == "events":
-                keys[broad_events_key(k)] = broad_key(k)
-        return keys
-
-    # ------------------------------------------------------------------ time
-    def sample_windows(
-        self, t_start: int, t_end: int, rng: np.random.Generator, train: bool, segment: tuple[int, int] = (0, 1)
-    ) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-        """Narrow window and broad windows (``[t0, t1)`` each) inside a recording spanning ``[t_start, t_end]``.
-
-        ``"start"``: the narrow start is drawn so that the longest broad window fits, every broad window starts
-        there. ``"random"``: the narrow start is drawn uniformly over the recording, then each broad window's start
-        uniformly among the positions that contain the narrow window (and stay inside the recording when possible).
-        Either way ``broad_start <= narrow_start`` and ``narrow_end <= broad_end``.
-        """
-        n = self.narrow_us
-        longest = max(self.broad_duration(k) for k in range(len(self.broad)))
-        if self.align == "start":
-            t0 = pick_start(t_start, t_end + 1 - longest, rng, train, segment)
-            return (t0, t0 + n), [(t0, t0 + self.broad_duration(k)) for k in range(len(self.broad))]
-        t0 = pick_start(t_start, t_end + 1 - n, rng, train, segment)
-        broads = []
-        for k in range(len(self.broad)):
-            d = self.broad_duration(k)
-            lo, hi = t0 + n - d, t0  # every start in [lo, hi] contains the narrow window
-            lo_in, hi_in = max(lo, t_start), min(hi, t_end + 1 - d)  # ... and also stays in the recording
-            if lo_in <= hi_in:
-                lo, hi = lo_in, hi_in
-            else:
-                lo = hi = min(max(t_start, lo), hi)
-            tb = int(rng.integers(lo, hi + 1)) if train else (lo + hi) // 2
-            broads.append((tb, tb + d))
-        return (t0, t0 + n), broads
-
-    # ------------------------------------------------------------------ space
-    def _geometry(self, ev: Events, size: tuple[int, int], rng: np.random.Generator) -> Events:
-        """Random-area crop (BraVe ranges), resize to ``size``, random horizontal flip — all on the events."""
-        from evssl.events import augment as aug
-
-        top, left, h, w = sample_crop_box(ev.height, ev.width, rng, self.crop_area, self.crop_aspect)
-        if (h, w) != (ev.height, ev.width):
-            ev = aug.crop(ev, top, left, h, w)
-        ev = resize_events(ev, size, rng)
-        if self.flip_p > 0 and rng.random() < self.flip_p:
-            ev = aug.flip_x(ev)
-        return ev
-
-    def _frame_view(
-        self,
-        store: EventStore,
-        index: int,
-        window: tuple[int, int],
-        size: tuple[int, int],
-        rng: np.random.Generator,
-        train: bool,
-    ) -> Tensor:
-        ft = store.frame_times(index)
-        if len(ft) == 0:
-            raise ValueError(f"recording {index} has no frames (broad view with modality='frame')")
-        frame = store.frames(index, nearest_index(ft, (window[0] + window[1]) // 2))  # (H, W, 3) uint8
-        img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255.0)
-        if train:
-            top, left, h, w = sample_crop_box(img.shape[1], img.shape[2], rng, self.crop_area, self.crop_aspect)
-            img = img[:, top : top + h, left : left + w]
-            if self.flip_p > 0 and rng.random() < self.flip_p:
-                img = img.flip(-1)
-        if tuple(img.shape[-2:]) != tuple(size):
-            img = F.interpolate(img[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
-        return img.contiguous()
-
-    # ------------------------------------------------------------------ call
-    def __call__(
-        self,
-        store: EventStore,
-        index: int,
-        rng: np.random.Generator,
-        train: bool,
-        segment: tuple[int, int] = (0, 1),
-    ) -> dict[str, Any]:
-        """Training: narrow + broad views; evaluation: one labelled narrow window under ``"events"``."""
-        info = store.info(index)
-        sensor = (int(info.height), int(info.width))
-        label = int(info.label)
-        ts, te = int(info.t_start), int(info.t_end)
-        if not train:
-            d = self.eval_duration_us
-            t0 = pick_start(ts, te + 1 - d, rng, False, segment)
-            ev = store.window(index, t0, t0 + d)
-            size = self.narrow_size(sensor)
-            ev = resize_events(ev, size)
-            return {"events": ev, "window": (t0, t0 + d), "label": label, "index": int(index)}
-
-        narrow_win, broad_wins = self.sample_windows(ts, te, rng, True, segment)
-        narrow = self._geometry(store.window(index, *narrow_win), self.narrow_size(sensor), rng)
-        if self.narrow_augment is not None:
-            narrow = self.narrow_augment(narrow, rng)
-        sample: dict[str, Any] = {NARROW_EVENTS: narrow, f"{NARROW_EVENTS}_window": narrow_win}
-        for k, (spec, win) in enumerate(zip(self.broad, broad_wins)):
-            size = self.broad_size(k, sensor)
-            if spec.modality == "frame":
-                sample[broad_key(k)] = self._frame_view(store, index, win, size, rng, True)
-                continue
-            ev = self._geometry(store.window(index, *win), size, rng)
-            if spec.augment is not None:
-                ev = spec.augment(ev, rng)
-            sample[broad_events_key(k)] = ev
-            sample[f"{broad_events_key(k)}_window"] = win
-        sample["label"] = label
-        sample["index"] = int(index)
-        return sample
+__all__ = ["BRAVE_PRESETS", "NARROW_EVENTS", "BraVe", "BraVeOptim", "RandConv", "sync_batchnorm_"]
 
 
 # ======================================================================================================== RandConv

@@ -35,19 +35,37 @@ epochs then cosine to 1e-6, weight decay cosine 0.04 → 0.4, patch-embedding lr
 ``trainer.gradient_clip_val``), EMA momentum 0.992 → 1 (cosine, once per optimizer step, over backbone + neck + the
 three heads), teacher without drop-path, in eval mode, without gradient and outside the optimizer.
 
-Deliberate differences from the official code (github.com/Yan98/Event-Camera-Data-Dense-Pre-training):
+Switches (``preset``, :data:`ECDDP_PRESETS`; ``official`` = the official code, github.com/Yan98/
+Event-Camera-Data-Dense-Pre-training, ``paper`` = the text / the usual DINO-iBOT practice):
 
-* **Mask ratio.** The code counts masked patches with :math:`N = 8^2` (DINOv2's default ``n_tokens``, never set)
-  while masks live on the 12×12 grid, so realised ratios are 4.4–22 % instead of 10–50 %; and BEiT's generator may
-  stop short of its count. Here :math:`N` is the real grid and the count is met exactly (``mask_exact``).
-* **Label transport.** The code bilinearly samples one-hot maps with ``align_corners=True`` and thresholds at 0.25
-  (a border token can join two contexts); here each crop token takes the context of the full-view token under its
-  centre (``align_corners=False`` grids shared by image and label resampling).
-* **Empty K-means clusters** are re-seeded at the farthest token (the code leaves a zero centroid); clusters that
-  stay empty are dropped from the Sinkhorn batch and from the loss (the code keeps them in its Sinkhorn batch).
+* **Swin windows** (review C1, ``swin_padding``): ``official`` = detection-style Swin of ``swin_pretrain.py`` (maps
+  padded to a multiple of 7, padded keys *not* masked, odd blocks always shifted by 3: every 192/96-px student crop
+  is affected, the 224 teacher view is not); ``masked`` = window clamped to the map, padded keys masked, no shift on
+  maps <= 7. Set on the backbone's blocks (and written into the exported backbone's config).
+* **Mask ratio** (C2, ``mask_count`` / ``mask_exact``): the code counts masked patches with :math:`N = 8^2`
+  (DINOv2's default ``n_tokens``, never set) while masks live on the 12×12 grid, so realised ratios are 4.4–22 %
+  instead of 10–50 %, and BEiT's generator may stop short of its count (``official``: ``mask_count="official"``,
+  ``mask_exact=False``); ``paper``: :math:`N` the real grid, the count met exactly.
+* **Weight-decay groups** (C5): ``official`` decays every parameter with >= 2 dimensions (relative-position tables,
+  the mask token, the AttentionPool tokens and position table, ``weight_g`` included) and the whole patch-embedding
+  group (its bias and LN too) — ``optim.no_decay: [bias, norm]``; ``paper`` excludes 1-D parameters, tokens and
+  position tables.
+
+Remaining differences from the official code:
+
+* **Label transport** (C3). The code bilinearly samples one-hot maps with ``align_corners=True`` and thresholds at
+  0.25 (a border token can join two contexts); here each crop token takes the context of the full-view token under
+  its centre (``align_corners=False`` grids shared by image and label resampling).
+* **Empty K-means clusters** (C4) are re-seeded at the farthest token (the code leaves a zero centroid); clusters
+  that stay empty are dropped from the Sinkhorn batch and from the loss (the code keeps them in its Sinkhorn batch).
 * **Loss weights** are L1-normalised with the context weight :math:`\lambda_1` as a parameter (``context_weight``),
   which equals the code's fixed ``1/20`` at the default :math:`\lambda_1 = 2`.
-* Teacher-temperature warm-up is linear in fractional epochs (per step), not per epoch.
+* Teacher-temperature warm-up (C6) is linear in fractional epochs (per step), not a per-epoch linspace.
+* **Voxel time normalisation** (C7): evssl's voxel grid normalises time by the window bounds (``DenseWindow``); the
+  official ``ETartanAir_dataset.py`` / ``event_utils.py`` use the first and last event *inside the 320² crop*.
+* Crop resampling (C8) is ``grid_sample(align_corners=False)``; Kornia's RRC uses ``align_corners=True``.
+* Neck and mask token (C9): the neck's 1×1 convs and transposed conv have biases (official: none), the mask token
+  starts ``trunc_normal`` (official: zeros), LN eps 1e-5 (official: 1e-6).
 
 Transfer: :meth:`backbone_for_export` returns the student Swin without its mask token (a plain Swin whose config has
 ``mask_token: false``), loaded by :mod:`evssl.tasks.dense` via ``pretrained``.
@@ -183,6 +201,15 @@ class PooledPrototypeHead(nn.Module):
         return self.head(self.pool(tokens, grid, 1)[:, 0])
 
 
+def set_window_padding_(backbone: nn.Module, padding: str) -> None:
+    """Set ``window_padding`` on a Swin backbone and all its blocks (a forward-time switch, no parameters)."""
+    if padding not in ("masked", "official"):
+        raise ValueError(f"ECDDP: swin_padding must be 'masked' or 'official', got {padding!r}")
+    for m in backbone.modules():
+        if hasattr(m, "window_padding"):
+            m.window_padding = padding
+
+
 # ====================================================================================================== method
 @dataclass
 class ECDDPOptim(OptimConfig):
@@ -202,9 +229,21 @@ class ECDDPOptim(OptimConfig):
 ECDDP_PRESETS: dict[str, dict[str, Any]] = {
     # official code (``trainer/pretrain_trainer.py:params_groups``): every >= 2-D parameter decays (tokens, the
     # mask token, rel-pos tables, weight_g included); the patch-embed group (conv bias and LN too) decays x1
-    "official": {"no_decay": ("bias", "norm"), "patch_embed_no_decay": ()},
+    "official": {
+        "no_decay": ("bias", "norm"),
+        "patch_embed_no_decay": (),
+        "swin_padding": "official",
+        "mask_count": "official",
+        "mask_exact": False,
+    },
     # the usual DINO/iBOT/Swin policy: no decay on 1-D parameters, tokens, position tables
-    "paper": {"no_decay": OptimConfig().no_decay, "patch_embed_no_decay": None},
+    "paper": {
+        "no_decay": OptimConfig().no_decay,
+        "patch_embed_no_decay": None,
+        "swin_padding": "masked",
+        "mask_count": "grid",
+        "mask_exact": True,
+    },
 }
 
 
@@ -229,7 +268,9 @@ class ECDDP(PretrainMethod):
         crop_interpolation: ``"bilinear"`` (Kornia, as the paper) or ``"nearest"``.
         mask_probability: fraction of global crops that are masked (0.5). mask_ratio: ratio range (0.1, 0.5).
         mask_min_patches: smallest block (4). mask_max_block_fraction: largest block / tokens (0.5).
-        mask_exact: top the block mask up to its exact count (see the module docstring).
+        mask_exact: top the block mask up to its exact count; ``mask_count``: ``"grid"`` or ``"official"``
+            counting base; ``swin_padding``: ``"masked"`` or ``"official"`` Swin windows (module docstring; ``None``
+            = the preset's).
         student_temp: 0.1. teacher_temp: final teacher temperature (0.07). warmup_teacher_temp: initial (0.04).
         warmup_teacher_temp_epochs: linear warm-up length (30 in the official trainer).
         sinkhorn_iters: Sinkhorn–Knopp iterations (3).
@@ -272,7 +313,9 @@ class ECDDP(PretrainMethod):
         mask_ratio: tuple[float, float] = (0.1, 0.5),
         mask_min_patches: int = 4,
         mask_max_block_fraction: float = 0.5,
-        mask_exact: bool = True,
+        mask_exact: bool | None = None,
+        mask_count: Literal["grid", "official"] | None = None,
+        swin_padding: Literal["masked", "official"] | None = None,
         student_temp: float = 0.1,
         teacher_temp: float = 0.07,
         warmup_teacher_temp: float = 0.04,
@@ -295,8 +338,13 @@ class ECDDP(PretrainMethod):
         if preset not in ECDDP_PRESETS:
             raise ValueError(f"ECDDP: unknown preset {preset!r}; expected one of {sorted(ECDDP_PRESETS)}")
         self.preset = preset
+        table = ECDDP_PRESETS[preset]
         if self.optim.no_decay is None:
-            self.optim = dataclasses.replace(self.optim, no_decay=tuple(ECDDP_PRESETS[preset]["no_decay"]))
+            self.optim = dataclasses.replace(self.optim, no_decay=tuple(table["no_decay"]))
+        self.mask_count = table["mask_count"] if mask_count is None else mask_count
+        mask_exact = table["mask_exact"] if mask_exact is None else mask_exact
+        self.swin_padding = table["swin_padding"] if swin_padding is None else swin_padding
+        set_window_padding_(backbone, self.swin_padding)
         channels = getattr(backbone, "feature_channels", None)
         strides = getattr(backbone, "feature_strides", None)
         if channels is None or strides is None or len(channels) != 4:
@@ -416,9 +464,9 @@ class ECDDP(PretrainMethod):
         return out
 
     def backbone_config(self) -> dict[str, Any]:
-        """The backbone's config with ``mask_token: false`` (matching :meth:`backbone_for_export`)."""
+        """The backbone's config with ``mask_token: false`` and this run's ``window_padding`` (as exported)."""
         cfg = class_config(self.backbone, self.hparams.get("backbone"))
-        cfg["init_args"] = {**cfg["init_args"], "mask_token": False}
+        cfg["init_args"] = {**cfg["init_args"], "mask_token": False, "window_padding": self.swin_padding}
         return cfg
 
     # ------------------------------------------------------------------------------------------------ schedules
@@ -478,6 +526,7 @@ class ECDDP(PretrainMethod):
             self.mask_min_patches,
             self.mask_max_block_fraction,
             exact=self.mask_exact,
+            mask_count=self.mask_count,
         ).to(x.device)
         return {"full": x, "global": glob, "local": local, "masks": masks, "grid": (g, g)}
 
@@ -571,30 +620,8 @@ class ECDDP(PretrainMethod):
 
     # ---------------------------------------------------------------------------------------------- pictures
     def _log_contexts(self, views: dict[str, Any], tgt: dict[str, Tensor]) -> None:
-        every = self.log_contexts_every_n_epochs
-        if every <= 0 or self._trainer is None or not self.trainer.is_global_zero:
-            return
-        if self.current_epoch % every or not self.trainer.loggers:
-            return
-        from evssl.callbacks.dense_media import context_overlay, side_by_side
-        from evssl.callbacks.media import log_images, signed_to_rgb
+        """Pictures of the K-means contexts of the first samples (no-op without a logger)."""
+        from evssl.callbacks.method_media import log_ecddp_contexts, should_log_pictures
 
-        x, glob = views["full"], views["global"]
-        b = x.shape[0]
-        g = views["grid"][0]
-        crop_labels = tgt["crop_membership"].float().argmax(dim=1).view(2 * b, g, g)
-        images, captions = [], []
-        for i in range(min(self.log_contexts_num_samples, b)):
-            ev = signed_to_rgb(x[i].detach().float().sum(0).cpu().numpy())
-            crop = signed_to_rgb(glob.images[i].detach().float().sum(0).cpu().numpy())
-            images.append(
-                side_by_side(
-                    [
-                        ev,
-                        context_overlay(ev, tgt["assign"][i], self.num_clusters),
-                        context_overlay(crop, crop_labels[i], self.num_clusters),
-                    ]
-                )
-            )
-            captions.append(f"sample {i}: events | K-means contexts | global crop 1 with transported contexts")
-        log_images(self.trainer, "train/ecddp_contexts", images, captions=captions)
+        if should_log_pictures(self, self.log_contexts_every_n_epochs):
+            log_ecddp_contexts(self, views, tgt, self.num_clusters, self.log_contexts_num_samples)

@@ -49,12 +49,13 @@ constructor argument:
 * ``evt_projection=False`` — the ablation without :math:`\zeta` (plain normalised InfoNCE; the paper reports
   collapse of :math:`\mathcal L_{evt}` alone).
 
-Views (official data pipeline, reproduced by :class:`ECDPViews` + :meth:`ECDP.make_views`): a random window of
-:math:`N` consecutive events (30 000), rescaled to the model resolution (224×224), event-level augmentation (time
-flip with polarity inversion p = 0.5, ±20 px shift, correlated noise events), a 2-channel count histogram normalised
-per channel :math:`h/(\max h + 1)` then :math:`(h - 0.5)\cdot 2` (:class:`~evssl.events.representations.EventImage`);
-then, on the device, two views by independent random-resized crops (scale :math:`(0.45, 1)`, **nearest**
-interpolation) and horizontal flips (:func:`~evssl.nn.crops.random_resized_crop_nearest`).
+Views (official data pipeline, reproduced by :class:`~evssl.data.views.ECDPViews` + :meth:`ECDP.make_views`): a random
+window of :math:`N` consecutive events (30 000), rescaled to the model resolution (224×224), event-level augmentation
+(time flip with polarity inversion p = 0.5, ±20 px shift, correlated noise events), a 2-channel count histogram
+normalised per channel :math:`h/(\max h + 1)` then :math:`(h - 0.5)\cdot 2`
+(:class:`~evssl.events.representations.EventImage`); then, on the device, two views by independent random-resized
+crops (scale :math:`(0.45, 1)`, **nearest** interpolation) and horizontal flips
+(:func:`~evssl.nn.crops.random_resized_crop_nearest`).
 
 Momentum encoder: EMA copy of the backbone and **both** projectors (no predictors), momentum cosine 0.99 → 1,
 updated once per optimizer step by :class:`~evssl.methods.base.PretrainMethod`; it never receives gradients and is
@@ -70,321 +71,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from evssl.data.samplers import ClassificationWindow, _resize, nearest_index
-from evssl.events.representations import Representation
-from evssl.events.schema import Events
 from evssl.losses.contrastive import info_nce
 from evssl.losses.ecdp import distribution_alignment_loss, embedding_projection
 from evssl.methods.base import PretrainMethod, SSLOutput
+from evssl.nn.checkpoints import load_mocov3_init
 from evssl.nn.crops import random_resized_crop_nearest
 from evssl.nn.ema import make_target
 from evssl.nn.heads import mocov3_predictor, mocov3_projector
 from evssl.nn.image_encoders import ImageEncoder, as_frozen_image_encoder
-from evssl.nn.masking import conditional_keep_index, keep_mask, patch_density
+from evssl.nn.masking import conditional_keep_index, patch_density
 from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
 from evssl.optim import EmaConfig, OptimConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from evssl.events.batch import EventBatch
-    from evssl.events.io.store import EventStore
+    pass
 
-__all__ = ["ECDP", "ECDPViews", "RandomResizedCropNearest", "masked_view_picture"]
-
-#: Event key of a training sample when :class:`ECDPViews` has its own ``train_representation`` (transfer runs).
-TRAIN_EVENTS = "train_events"
-
-
-class RandomResizedCropNearest(Representation):
-    """A representation followed by ECDP's image-level augmentation: ``RandomResizedCrop(scale=(crop_min, 1),
-    NEAREST)`` + ``RandomHorizontalFlip(hflip_p)``, batched on the device (:func:`random_resized_crop_nearest`).
-
-    For the transfer runs, as ``train_representation`` of :class:`ECDPViews` (applied to training samples only):
-    ECDP linear probe ``crop_min = 0.9``, fine-tuning ``0.85``. ``size`` (H, W) defaults to the input size.
-    """
-
-    def __init__(
-        self,
-        representation: Representation,
-        crop_min: float = 0.85,
-        ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
-        hflip_p: float = 0.5,
-        size: tuple[int, int] | None = None,
-    ) -> None:
-        if not 0.0 < crop_min <= 1.0:
-            raise ValueError(f"crop_min must be in (0, 1], got {crop_min}")
-        self.representation = representation
-        self.crop_min = float(crop_min)
-        self.ratio = (float(ratio[0]), float(ratio[1]))
-        self.hflip_p = float(hflip_p)
-        self.size = None if size is None else (int(size[0]), int(size[1]))
-
-    @property
-    def channels(self) -> int:
-        return int(self.representation.channels)
-
-    def __call__(self, ev: EventBatch) -> Tensor:
-        x = self.representation(ev)
-        return random_resized_crop_nearest(x, self.size, (self.crop_min, 1.0), self.ratio, None, self.hflip_p)
-
-
-# ======================================================================================================== views
-class ECDPViews(ClassificationWindow):
-    """ECDP's sampler: a window of ``num_events`` consecutive events + the paired RGB frame (or its embedding).
-
-    Training sample (``train=True``)::
-
-        {"events": Events (resolution), "window": (t0, t1), "label": int, "index": int,
-         "frame": uint8 (3, h, w)          # rgb="frame": the frame nearest to the window centre
-         | "embedding": float32 (E,)}      # rgb="embedding": the store's precomputed image embedding
-
-    The window starts at a uniformly random event (the official ``slice_method: random``); events are rescaled to
-    ``resolution`` (``x' = ⌊x·W'/W⌋``, ECDP's ``no_sample`` reshape), then augmented as ECDP's ``base_augment``:
-    time flip with polarity inversion (p = ``time_flip_p``), an integer shift ``U{-s..s}`` in x and y with events
-    leaving the sensor dropped, and correlated noise (``add_correlated_noise``: ``U[noise_count)`` jittered copies
-    of random events when there are at least ``noise_min_events``). The data module turns ``events`` into
-    ``batch["input"]`` with its representation (use :class:`~evssl.events.representations.EventImage`); the two
-    crops are made on the device by :class:`ECDP`.
-
-    Evaluation sample (``train=False``): ``{"events", "window", "label", "index"}`` — the centred window of
-    ``num_events`` events, rescaled, not augmented (deterministic, unlike the official eval-time random slicing).
-
-    Args:
-        num_events: events per window (ECDP: 30 000).
-        resolution: (H, W) of the model input (ECDP: 224×224); ``None`` keeps the sensor size.
-        rgb: ``"frame"`` (paired frame from the store, embedded on the fly by the method's frozen encoder),
-            ``"embedding"`` (precomputed, ``EventStore.embedding``) or ``"none"``.
-        frame_size: (H, W) the frame is resized to (area interpolation); ``None`` keeps the stored size.
-        time_flip_p: probability of the time flip.
-        max_shift: shift range in pixels; ``None`` = ECDP's 20 px at 224 scaled to the resolution,
-            ``max(1, round(20 · min(H, W) / 224))``.
-        correlated_noise: add correlated noise events.
-        noise_count, noise_xy_std, noise_t_std_us, noise_min_events: :func:`~evssl.events.augment.add_correlated_noise`
-            parameters (ECDP: (100, 5000), 1.5 px, 1 ms, 1000).
-        augment: replaces the ECDP augmentation above when given (``augment(ev, rng) -> Events``).
-        train_representation: for transfer runs (linear probe / fine-tuning with ``rgb="none"``): the
-            representation of *training* samples only, e.g. :class:`RandomResizedCropNearest` (ECDP's image-level
-            crop + flip). Training events then travel under ``"train_events"`` (mapped to ``batch["input"]`` with
-            this representation) while evaluation samples keep ``"events"`` and the data module's representation.
-    """
-
-    def __init__(
-        self,
-        num_events: int = 30_000,
-        resolution: tuple[int, int] | None = (224, 224),
-        rgb: Literal["frame", "embedding", "none"] = "frame",
-        frame_size: tuple[int, int] | None = None,
-        time_flip_p: float = 0.5,
-        max_shift: int | None = None,
-        correlated_noise: bool = True,
-        noise_count: tuple[int, int] = (100, 5000),
-        noise_xy_std: float = 1.5,
-        noise_t_std_us: float = 1000.0,
-        noise_min_events: int = 1000,
-        augment: Callable | None = None,
-        train_representation: Representation | None = None,
-    ) -> None:
-        super().__init__(duration_us=None, num_events=num_events, augment=augment, resolution=resolution)
-        if rgb not in ("frame", "embedding", "none"):
-            raise ValueError(f"rgb must be 'frame', 'embedding' or 'none', got {rgb!r}")
-        if not 0.0 <= time_flip_p <= 1.0:
-            raise ValueError(f"time_flip_p must be in [0, 1], got {time_flip_p}")
-        if max_shift is not None and max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
-        self.rgb = rgb
-        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
-        self.time_flip_p = float(time_flip_p)
-        self.max_shift = None if max_shift is None else int(max_shift)
-        self.correlated_noise = bool(correlated_noise)
-        self.noise_count = (int(noise_count[0]), int(noise_count[1]))
-        self.noise_xy_std = float(noise_xy_std)
-        self.noise_t_std_us = float(noise_t_std_us)
-        self.noise_min_events = int(noise_min_events)
-        self.train_representation = train_representation
-        self.representations = {TRAIN_EVENTS: train_representation} if train_representation is not None else None
-
-    def representation_keys(self) -> dict[str, str]:
-        """``events`` → ``input`` (and ``train_events`` → ``input`` with ``train_representation``)."""
-        keys = {"events": "input"}
-        if self.train_representation is not None:
-            keys[TRAIN_EVENTS] = "input"
-        return keys
-
-    def __repr__(self) -> str:
-        return f"ECDPViews(num_events={self.num_events}, resolution={self.resolution}, rgb={self.rgb!r})"
-
-    def shift_range(self, height: int, width: int) -> int:
-        """Shift range in pixels for a ``height x width`` input (ECDP: 20 px at 224)."""
-        if self.max_shift is not None:
-            return self.max_shift
-        return max(1, round(20 * min(height, width) / 224))
-
-    def ecdp_augment(self, ev: Events, rng: np.random.Generator) -> Events:
-        """ECDP's ``base_augment``: time flip (p), random shift, correlated noise — in this order."""
-        from evssl.events import augment as aug
-
-        if self.time_flip_p > 0 and rng.random() < self.time_flip_p:
-            ev = aug.time_flip(ev)
-        ev = aug.shift(ev, self.shift_range(ev.height, ev.width), rng)
-        if self.correlated_noise:
-            ev = aug.add_correlated_noise(
-                ev, rng, self.noise_count, self.noise_xy_std, self.noise_t_std_us, self.noise_min_events
-            )
-        return ev
-
-    def paired_rgb(self, store: EventStore, index: int, window: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """``{"frame": uint8 (3, h, w)}`` nearest to the window centre, ``{"embedding": (E,)}`` or ``{}``."""
-        if self.rgb == "embedding":
-            emb = store.embedding(index)
-            if emb is None:
-                raise ValueError(f"recording {index} has no precomputed embedding (ECDPViews rgb='embedding')")
-            return {"embedding": torch.from_numpy(np.asarray(emb, dtype=np.float32).copy())}
-        if self.rgb == "frame":
-            ft = store.frame_times(index)
-            if len(ft) == 0:
-                raise ValueError(f"recording {index} has no frames (ECDPViews rgb='frame')")
-            frame = np.ascontiguousarray(store.frames(index, nearest_index(ft, (window[0] + window[1]) // 2)))
-            img = frame.transpose(2, 0, 1)
-            if self.frame_size is not None and tuple(img.shape[-2:]) != self.frame_size:
-                img = np.clip(np.rint(_resize(img, self.frame_size, "area")), 0, 255).astype(np.uint8)
-            return {"frame": torch.from_numpy(np.ascontiguousarray(img))}
-        return {}
-
-    def __call__(
-        self,
-        store: EventStore,
-        index: int,
-        rng: np.random.Generator,
-        train: bool,
-        segment: tuple[int, int] = (0, 1),
-    ) -> dict[str, Any]:
-        """Training: augmented window + paired RGB; evaluation: the centred plain window."""
-        ev, window = self.select_window(store, index, rng, train, segment)
-        if self.resolution is not None and (ev.height, ev.width) != self.resolution:
-            from evssl.events import augment as aug
-
-            ev = aug.rescale(ev, self.resolution)
-        sample: dict[str, Any] = {"window": window, "label": int(store.info(index).label), "index": int(index)}
-        if train:
-            ev = self.augment(ev, rng) if self.augment is not None else self.ecdp_augment(ev, rng)
-            sample.update(self.paired_rgb(store, index, window))
-            if self.train_representation is not None:
-                sample[TRAIN_EVENTS] = ev
-                sample[f"{TRAIN_EVENTS}_window"] = sample.pop("window")
-                return sample
-        sample["events"] = ev
-        return sample
-
-
-# ======================================================================================================== pictures
-def masked_view_picture(view: Tensor, keep_index: Tensor, patch_size: int, min_side: int = 128) -> np.ndarray:
-    """Colour picture (H', W', 3) uint8 of one signed event-image view (2, H, W) with its kept patches highlighted.
-
-    ON counts red, OFF counts blue on white (:func:`~evssl.callbacks.media.tensor_to_rgb`); masked patches are
-    washed out towards grey; the picture is enlarged (nearest) until its shorter side is at least ``min_side``.
-    """
-    from evssl.callbacks.media import tensor_to_rgb
-
-    counts = ((view.detach().float().cpu() + 1.0) / 2.0).clamp_min(0.0)
-    rgb = tensor_to_rgb(counts, mode="onoff").astype(np.float32)
-    h, w = rgb.shape[:2]
-    gh, gw = math.ceil(h / patch_size), math.ceil(w / patch_size)
-    kept = keep_mask(keep_index.detach().cpu()[None], gh * gw)[0].reshape(gh, gw).numpy()
-    kept = np.repeat(np.repeat(kept, patch_size, 0), patch_size, 1)[:h, :w, None]
-    rgb = np.where(kept, rgb, 0.25 * rgb + 0.75 * 150.0)
-    scale = max(1, math.ceil(min_side / max(1, min(h, w))))
-    rgb = np.repeat(np.repeat(rgb, scale, 0), scale, 1)
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
-
-
-# ================================================================================================ MoCo-v3 init
-def mocov3_init_state(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
-    """Map a MoCo-v3 ViT pre-training state dict onto ECDP's modules, as ECDP initialises from MoCo v3 ViT-S.
-
-    MoCo v3 (Chen et al., ICCV 2021; ``main_moco.py`` checkpoints: ``{"state_dict": {"module.base_encoder.*",
-    "module.momentum_encoder.*", "module.predictor.*"}}``, timm ViT names) → ECDP (digest §1, "Init"):
-
-    * ``base_encoder.{blocks,norm}.*`` → ``backbone.*`` (same timm names);
-    * ``base_encoder.cls_token`` (1, 1, D) → every special token of ``backbone.special_tokens`` (1, S, D);
-    * ``base_encoder.pos_embed``: the cls position is dropped; the patch positions are loaded only into a learnable
-      position embedding of the same grid (evssl's default 2-D sin-cos table equals MoCo v3's own fixed one);
-    * ``base_encoder.patch_embed.*`` only when the input channels match (events have 2, so ECDP drops it);
-    * ``base_encoder.head.*`` (the 3-layer projector) → ``h_evt`` and ``h_img``; ``predictor.*`` → ``pred_evt`` and
-      ``pred_img`` (same ``Linear/BN/ReLU`` sequence indices as evssl's ``MLP.layers``).
-
-    Returns the ``model.state_dict()``-keyed tensors to load and the skipped source keys (with the reason).
-    """
-    src = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    out: dict[str, Tensor] = {}
-    skipped: list[str] = []
-
-    def put(dst: str, value: Tensor, key: str) -> None:
-        if dst not in own:
-            skipped.append(f"{key} (no {dst} in the model)")
-        elif own[dst].shape != value.shape:
-            skipped.append(f"{key} (shape {tuple(value.shape)} vs {dst} {tuple(own[dst].shape)})")
-        else:
-            out[dst] = value.to(own[dst].dtype)
-
-    for key, value in src.items():
-        if key.startswith("momentum_encoder."):
-            continue  # ECDP's momentum encoder starts as a copy of the online one
-        if key.startswith("predictor."):
-            for dst in ("pred_evt", "pred_img"):
-                put(f"{dst}.layers.{key.removeprefix('predictor.')}", value, key)
-            continue
-        if not key.startswith("base_encoder."):
-            skipped.append(f"{key} (not part of the MoCo-v3 encoder)")
-            continue
-        name = key.removeprefix("base_encoder.")
-        if name.startswith("head."):
-            for dst in ("h_evt", "h_img"):
-                put(f"{dst}.layers.{name.removeprefix('head.')}", value, key)
-        elif name == "cls_token":
-            special = own.get("backbone.special_tokens")
-            if special is None:
-                skipped.append(f"{key} (the backbone has no special tokens)")
-            else:
-                put("backbone.special_tokens", value.reshape(1, 1, -1).expand_as(special).clone(), key)
-        elif name == "pos_embed":
-            dst = "backbone.pos_embed"
-            if dst in own and value.shape[1] == own[dst].shape[1] + 1:
-                put(dst, value[:, 1:], key)
-            else:
-                skipped.append(f"{key} (position table fixed or of another grid)")
-        else:
-            put(f"backbone.{name}", value, key)
-    return out, skipped
-
-
-def load_mocov3_init(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
-    """Load a local MoCo-v3 checkpoint into ``model`` (:func:`mocov3_init_state`); returns what was loaded.
-
-    Raises:
-        ValueError: naming the file when it holds no MoCo-v3 ViT weights or no transformer block matches the model.
-    """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not any(".blocks." in k or k.startswith("blocks.") for k in state):
-        raise ValueError(f"{path}: not a MoCo-v3 ViT checkpoint (expected 'state_dict' with base_encoder.blocks.*)")
-    mapped, skipped = mocov3_init_state(state, model)
-    blocks = [k for k in mapped if k.startswith("backbone.blocks.")]
-    if not blocks:
-        raise ValueError(f"{path}: no transformer block matches the backbone; skipped: {skipped[:5]}")
-    model.load_state_dict(mapped, strict=False)
-    rank_zero_info(f"ECDP: initialised {len(mapped)} tensors from MoCo-v3 checkpoint {path} ({len(skipped)} skipped)")
-    return {"path": str(path), "loaded": sorted(mapped), "skipped": skipped}
+__all__ = ["ECDP", "ECDP_PRESETS", "ECDPOptim"]
 
 
 # ======================================================================================================== method
@@ -404,9 +113,14 @@ class ECDPOptim(OptimConfig):
 ECDP_PRESETS: dict[str, dict[str, Any]] = {
     # official code: top-K of d*u masking, no gradient through the image keys of L_RGB, AdamW over
     # ``model.parameters()`` with one weight decay for all (``trainer/pr_trainer.py:214-219``)
-    "official": {"mask_form": "code", "rgb_key_grad": "none", "no_decay": ()},
+    "official": {"mask_form": "code", "rgb_key_grad": "none", "no_decay": (), "sinkhorn_ranks": "official"},
     # paper text: sampling proportional to density (Eq. 1), h_I trained by L_RGB (§3.3), usual no-decay kinds
-    "paper": {"mask_form": "paper", "rgb_key_grad": "global", "no_decay": OptimConfig().no_decay},
+    "paper": {
+        "mask_form": "paper",
+        "rgb_key_grad": "global",
+        "no_decay": OptimConfig().no_decay,
+        "sinkhorn_ranks": "local",
+    },
 }
 
 
@@ -435,11 +149,15 @@ class ECDP(PretrainMethod):
         kl_form: ``"code"`` or ``"paper"`` form of L_kl.
         rgb_key_grad: ``"global"``, ``"local"`` or ``"none"``: gradient through the image keys of L_RGB (``None``
             = the preset's).
+        sinkhorn_ranks: L_kl's Sinkhorn target under DDP: ``"local"`` (each rank's own B×B problem) or
+            ``"official"`` (the official code's all-reduced total and per-column sums, documented in
+            :func:`~evssl.losses.contrastive.sinkhorn_knopp`); ``None`` = the preset's. Equal on one process.
         evt_projection: use ζ in L_evt (ECDP ``project: true``); ``False`` is the collapse ablation.
         log_views_every_n_epochs: log pictures of the two masked views of the first training batch every n epochs
             (0 = never); ``log_views_num_samples`` samples.
         init_checkpoint: a local MoCo-v3 ViT checkpoint to start from, as ECDP does (supp.: +3.16 linear probe):
-            see :func:`mocov3_init_state` for what is loaded where. The momentum encoder starts as its copy.
+            see :func:`evssl.nn.checkpoints.mocov3_init_state` for what is loaded where. The momentum encoder starts
+            as its copy.
         preset: ``"official"`` (default: the official code) or ``"paper"`` (:data:`ECDP_PRESETS`): sets
             ``mask_form``, ``rgb_key_grad`` and, without an explicit ``optim``, the weight-decay policy.
         optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to :class:`ECDPOptim`,
@@ -470,6 +188,7 @@ class ECDP(PretrainMethod):
         lambda_kl: float = 2.0,
         kl_form: Literal["paper", "code"] = "code",
         rgb_key_grad: Literal["global", "local", "none"] | None = None,
+        sinkhorn_ranks: Literal["local", "official"] | None = None,
         evt_projection: bool = True,
         log_views_every_n_epochs: int = 1,
         log_views_num_samples: int = 4,
@@ -485,6 +204,9 @@ class ECDP(PretrainMethod):
             raise ValueError(f"ECDP: unknown preset {preset!r}; expected one of {sorted(ECDP_PRESETS)}")
         mask_form = table["mask_form"] if mask_form is None else mask_form
         rgb_key_grad = table["rgb_key_grad"] if rgb_key_grad is None else rgb_key_grad
+        self.sinkhorn_ranks = table["sinkhorn_ranks"] if sinkhorn_ranks is None else sinkhorn_ranks
+        if self.sinkhorn_ranks not in ("local", "official"):
+            raise ValueError(f"ECDP: sinkhorn_ranks must be 'local' or 'official', got {self.sinkhorn_ranks!r}")
         if self.optim.no_decay is None:
             self.optim = dataclasses.replace(self.optim, no_decay=tuple(table["no_decay"]))
         if int(getattr(backbone, "num_special_tokens", 0)) < 2:
@@ -630,7 +352,7 @@ class ECDP(PretrainMethod):
             loss_evt = info_nce(q_evt, k_evt, self.temperature_evt)
         keys = y.detach() if self.rgb_key_grad == "none" else y
         loss_rgb = info_nce(q_img, keys, self.temperature_img, keys_with_grad=self.rgb_key_grad == "global")
-        loss_kl = distribution_alignment_loss(q_img, y, self.temperature_img, form=self.kl_form)
+        loss_kl = distribution_alignment_loss(q_img, y, self.temperature_img, self.kl_form, self.sinkhorn_ranks)
         loss = self.lambda_evt * loss_evt + self.lambda_rgb * loss_rgb + self.lambda_kl * loss_kl
         return {"loss": loss, "loss_evt": loss_evt, "loss_rgb": loss_rgb, "loss_kl": loss_kl}
 
@@ -677,18 +399,7 @@ class ECDP(PretrainMethod):
     # ------------------------------------------------------------------ pictures
     def _log_views(self, out: dict[str, Tensor]) -> None:
         """Pictures of both masked views for the first samples of the batch (no-op without a logger)."""
-        n_every = self.log_views_every_n_epochs
-        if n_every <= 0 or self._trainer is None or not self.trainer.loggers:
-            return
-        if self.current_epoch % n_every or not self.trainer.is_global_zero:
-            return
-        from evssl.callbacks.media import log_images
+        from evssl.callbacks.method_media import log_ecdp_views, should_log_pictures
 
-        images, captions = [], []
-        for i in range(min(self.log_views_num_samples, out["view_q"].shape[0])):
-            a = masked_view_picture(out["view_q"][i], out["keep_q"][i], self.patch_size)
-            b = masked_view_picture(out["view_k"][i], out["keep_k"][i], self.patch_size)
-            gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
-            images.append(np.concatenate([a, gap, b], axis=1))
-            captions.append(f"sample {i}: query view | momentum view (kept patches bright)")
-        log_images(self.trainer, "train/ecdp_views", images, captions=captions)
+        if should_log_pictures(self, self.log_views_every_n_epochs):
+            log_ecdp_views(self, out, self.patch_size, self.log_views_num_samples)

@@ -6,7 +6,7 @@ encoder f_I — the CLIP ViT-B/32 image tower (Radford et al. 2021) in the paper
 evssl never downloads weights, so f_I is one of
 
 * precomputed embeddings stored with the events (``StoreWriter.add(..., embedding=...)``; what ECDP does at scale:
-  extract CLIP features once, offline, with the tool of your choice), read by :class:`~evssl.methods.ecdp.ECDPViews`
+  extract CLIP features once, offline, with the tool of your choice), read by :class:`~evssl.data.views.ECDPViews`
   with ``rgb="embedding"`` — no encoder runs during training;
 * :class:`FrozenImageEncoder`: any image backbone (a ``class_path`` in YAML, e.g. an ``open_clip`` / ``timm`` /
   ``torchvision`` model or an evssl backbone) with weights from a **local** state-dict file, run on the paired frames

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import warnings
 from typing import Any, TypeVar
 
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-__all__ = ["as_config", "batch_size_of", "class_config", "module_hparams_without_modules", "save_hparams"]
+__all__ = [
+    "as_config",
+    "batch_size_of",
+    "class_config",
+    "constructor_args",
+    "module_hparams_without_modules",
+    "records_init_args",
+    "save_hparams",
+]
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 def as_config(cls: type[C], value: Any, default: C | None = None) -> C:
@@ -82,9 +93,65 @@ def save_hparams(module: LightningModule, frame: Any) -> None:
     module_hparams_without_modules(module)
 
 
+def _plain(value: Any) -> tuple[bool, Any]:
+    """``(True, JSON-able value)`` for config-like values (numbers, strings, classes, lists of them)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True, value
+    if isinstance(value, type):
+        return True, f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    return False, None
+
+
+def records_init_args(cls: type[T]) -> type[T]:
+    """Class decorator: instances remember the (config-like) arguments their ``__init__`` was called with.
+
+    ``evssl export`` of a module built in Python (no config) then describes its backbone exactly
+    (:func:`constructor_args`); only the decorated class itself records (a subclass records nothing unless it is
+    decorated too, so a subclass never reports its parent's arguments as its own).
+    """
+    init = cls.__init__
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if type(self) is cls:
+            bound = sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            plain = {k: _plain(v) for k, v in list(bound.arguments.items())[1:]}
+            self._init_args = (cls, {k: v for k, (ok, v) in plain.items() if ok})
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+def constructor_args(obj: Any) -> dict[str, Any]:
+    """The constructor arguments of ``obj``: those recorded by :func:`records_init_args`, else the ``__init__``
+    arguments it keeps as attributes of the same name (config-like values only).
+
+    How a module built in Python (no config) describes itself for ``evssl export``; the export round-trip tests
+    check every backbone family.
+    """
+    recorded = getattr(obj, "_init_args", None)
+    if isinstance(recorded, tuple) and len(recorded) == 2 and recorded[0] is type(obj):
+        return dict(recorded[1])
+    out: dict[str, Any] = {}
+    for name, param in inspect.signature(type(obj).__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or not hasattr(obj, name):
+            continue
+        ok, value = _plain(getattr(obj, name))
+        if ok:
+            out[name] = value
+    return out
+
+
 def class_config(obj: nn.Module, hparam: Any = None) -> dict[str, Any]:
-    """``{"class_path", "init_args"}`` of ``obj``: from a config dict when given, else its class and no args."""
+    """``{"class_path", "init_args"}`` of ``obj``: from a config dict when given, else its class and the arguments
+    it keeps (:func:`constructor_args`)."""
     if isinstance(hparam, dict) and "class_path" in hparam:
         return {"class_path": hparam["class_path"], "init_args": dict(hparam.get("init_args") or {})}
     cls = type(obj)
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": {}}
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": constructor_args(obj)}

@@ -19,11 +19,11 @@ from tests.helpers import TensorDataModule, TinyBYOL, TinyNet
 
 def _trainer(**kw) -> Trainer:
     kw.setdefault("max_epochs", 1)
+    kw.setdefault("enable_checkpointing", any(type(c).__name__ == "ModelCheckpoint" for c in kw.get("callbacks", [])))
     return Trainer(
         accelerator="cpu",
         devices=1,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         **kw,
@@ -219,7 +219,7 @@ def test_no_probe_without_classes_and_export_defaults() -> None:
     assert model.probe is None
     assert model.backbone_for_export() is model.backbone
     cfg = model.backbone_config()
-    assert cfg["class_path"] == "tests.helpers.TinyNet" and cfg["init_args"] == {}
+    assert cfg["class_path"] == "tests.helpers.TinyNet" and cfg["init_args"] == {"in_chans": 2, "width": 8}
     # modules are not pickled into the hyper-parameters (checkpoints stay weights_only-loadable)
     assert "backbone" not in model.hparams and model.hparams["probe"]["classes"] == 0
     with pytest.raises(NotImplementedError):
@@ -235,3 +235,64 @@ def test_lars_optimizer_excludes_norms_and_probe() -> None:
     groups = _groups(opt)
     assert not groups["probe"]["lars_adapt"] and not groups["backbone_no_wd"]["lars_adapt"]
     assert groups["backbone"]["lars_adapt"]
+
+
+def test_samplers_and_representations_satisfy_the_protocols() -> None:
+    from evssl.data.samplers import ClassificationWindow, RepresentationProtocol, SamplerProtocol
+    from evssl.data.views import ECDPViews, NarrowBroadViews
+    from evssl.events.representations import EventImage, VoxelGrid
+
+    for sampler in (ClassificationWindow(duration_us=1000), NarrowBroadViews(), ECDPViews()):
+        assert isinstance(sampler, SamplerProtocol)
+    for rep in (VoxelGrid(3), EventImage()):
+        assert isinstance(rep, RepresentationProtocol) and isinstance(rep.channels, int)
+    assert not isinstance(object(), SamplerProtocol)
+
+
+def test_ssl_step_must_return_an_ssl_output() -> None:
+    class Bad(TinyBYOL):
+        def ssl_step(self, batch, batch_idx):  # type: ignore[override]
+            return {"loss": torch.zeros(())}
+
+    model = Bad(TinyNet(2, 8))
+    with pytest.raises(TypeError, match="SSLOutput"):
+        model.training_step({"input": torch.zeros(2, 2, 8, 8)}, 0)
+
+
+def test_probe_can_be_switched_off_and_announces_itself(caplog: pytest.LogCaptureFixture) -> None:
+    off = TinyBYOL(TinyNet(2, 8), probe=ProbeConfig(enabled=False, classes=4))
+    assert off.probe is None and not any(g["name"] == "probe" for g in off.learnable_params())
+    model = _method(probe_classes=4)
+    trainer = _trainer(max_steps=2, limit_val_batches=0)
+    with caplog.at_level("INFO"):
+        trainer.fit(model, TensorDataModule())
+    lines = [r.getMessage() for r in caplog.records if "online probe" in r.getMessage()]
+    assert len(lines) == 1 and "labels" in lines[0] and "probe.enabled: false" in lines[0]
+
+
+def test_resume_with_a_larger_max_steps_stretches_the_schedule(tmp_path) -> None:
+    """Issue 13 item 6: resuming a 4-step run as an 8-step run must not train the extra steps at lr 0."""
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    class LrTrace(Callback):
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def run(max_steps: int, ckpt: str | None = None) -> tuple[Trainer, LrTrace]:
+        trace = LrTrace()
+        callbacks = [trace, ModelCheckpoint(dirpath=tmp_path)]
+        trainer = _trainer(max_steps=max_steps, max_epochs=-1, limit_val_batches=0, callbacks=callbacks)
+        trainer.fit(_method(lr=0.1), TensorDataModule(), ckpt_path=ckpt)
+        return trainer, trace
+
+    run(4)
+    ckpt = next(tmp_path.glob("*.ckpt"))
+    longer, trace = run(8, str(ckpt))
+    sched = longer.lr_scheduler_configs[0].scheduler
+    assert sched.total_steps == 8 and longer.global_step == 8
+    assert trace.lrs == pytest.approx([0.1 * warmup_cosine(s, 8, 0) for s in range(4, 8)])
+    assert min(trace.lrs) > 0.0
+    assert longer.lightning_module._total_steps == 8  # the EMA momentum schedule follows the new length too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,20 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from evssl.data.collate import collate_events
-from evssl.events.schema import Events
-from evssl.methods.brave import (
+from evssl.data.views.brave import (
     NARROW_EVENTS,
-    BraVe,
-    BraVeOptim,
     BroadViewSpec,
     NarrowBroadViews,
-    RandConv,
     broad_events_key,
     broad_key,
     resize_events,
     sample_crop_box,
-    sync_batchnorm_,
 )
+from evssl.events.schema import Events
+from evssl.methods.brave import BraVe, BraVeOptim, RandConv, sync_batchnorm_
 from evssl.nn.backbones import BasicBlock, ResNet
 from evssl.optim import param_groups
 from tests.helpers import grouped
@@ -97,6 +95,7 @@ def test_narrow_window_inside_every_broad_window(align: str) -> None:
         broad_us=80_000,
         broad=[BroadViewSpec(), BroadViewSpec(duration_us=150_000), BroadViewSpec(duration_us=20_000)],
         align=align,
+        preset="minimal",  # narrow start such that the broad windows fit (the official start is tested below)
     )
     rng = np.random.default_rng(0)
     offsets = set()
@@ -114,6 +113,59 @@ def test_narrow_window_inside_every_broad_window(align: str) -> None:
         if te - ts >= 150_000:  # long enough: everything inside the recording
             assert ts <= min(b0 for b0, _ in broads) and max(b1 for _, b1 in broads) <= te + 1
     assert (len(offsets) > 100) == (align == "random")  # random placement inside the broad window
+
+
+def test_official_narrow_start_is_uniform_over_the_whole_recording() -> None:
+    """Review B3: the official start is uniform over [t_start, t_end + 1 - narrow], broad windows start there."""
+    sampler = NarrowBroadViews(narrow_us=20_000, broad=[BroadViewSpec(duration_us=150_000)])
+    assert (sampler.narrow_start, sampler.loop, sampler.photometric is not None) == ("recording", True, True)
+    rng = np.random.default_rng(0)
+    ts, te = 1000, 100_999  # a recording shorter than the broad window
+    starts = np.array([sampler.sample_windows(ts, te, rng, train=True)[0][0] for _ in range(4000)])
+    assert starts.min() >= ts and starts.max() <= te + 1 - 20_000
+    # uniform: every tenth of the admissible range is hit about equally often (the old sampler always gave ts)
+    hist = np.histogram(starts, bins=10, range=(ts, te + 1 - 20_000))[0]
+    assert hist.min() > 300 and hist.max() < 500
+
+
+def test_looped_window_repeats_the_recording() -> None:
+    from evssl.data.views.brave import looped_window
+
+    store = FakeStore([50_000])
+    info = store.info(0)
+    ts, te = int(info.t_start), int(info.t_end)
+    period = te + 1 - ts
+    ev = looped_window(store, 0, ts + 10_000, ts + 10_000 + 2 * period, ts, te)
+    first = store.window(0, ts + 10_000, te + 1)
+    whole = store.window(0, ts, te + 1)
+    head = store.window(0, ts, ts + 10_000)
+    assert len(ev) == len(first) + len(whole) + len(head)
+    np.testing.assert_array_equal(ev.t, np.concatenate([first.t, whole.t + period, head.t + 2 * period]))
+    np.testing.assert_array_equal(ev.x, np.concatenate([first.x, whole.x, head.x]))
+    assert np.all(np.diff(ev.t) >= 0)
+    inside = looped_window(store, 0, ts, ts + 1000, ts, te)  # no looping needed: a plain window
+    np.testing.assert_array_equal(inside.t, store.window(0, ts, ts + 1000).t)
+
+
+def test_photometric_analogues() -> None:
+    from evssl.data.views.brave import Photometric, count_jitter, polarity_drop, spatial_jitter
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    ev = Events(
+        np.full(n, 16, np.int16), np.full(n, 8, np.int16), np.arange(n, dtype=np.int64),
+        np.where(np.arange(n) % 2 == 0, 1, -1).astype(np.int8), 32, 48,
+    )  # fmt: skip
+    jit = spatial_jitter(ev, 1.5, rng)  # a blur of a point: std ~ sigma in both axes (rounding adds 1/12)
+    assert abs(np.std(jit.x.astype(float)) - math.sqrt(1.5**2 + 1 / 12)) < 0.05
+    assert abs(np.std(jit.y.astype(float)) - math.sqrt(1.5**2 + 1 / 12)) < 0.05
+    np.testing.assert_array_equal(jit.t, ev.t)
+    for scale in (0.6, 1.4):
+        out = count_jitter(ev, scale, rng)
+        assert len(out) == round(n * scale) and np.all(np.diff(out.t) >= 0)
+    assert np.all(polarity_drop(ev).p == 1)
+    never = Photometric(sigma=(0.0, 0.0), count_p=0.0, polarity_drop_p=0.0)
+    np.testing.assert_array_equal(never(ev, rng).x, ev.x)
 
 
 def test_sampler_rejects_broad_shorter_than_narrow() -> None:

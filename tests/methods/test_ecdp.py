@@ -14,9 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from evssl.callbacks.method_media import masked_view_picture
+from evssl.data.views.ecdp import ECDPViews, RandomResizedCropNearest
 from evssl.events.schema import Events
 from evssl.losses.ecdp import distribution_alignment_loss
-from evssl.methods.ecdp import ECDP, ECDPOptim, ECDPViews, RandomResizedCropNearest, masked_view_picture
+from evssl.methods.ecdp import ECDP, ECDPOptim
 from evssl.nn.backbones.vit import VisionTransformer
 from evssl.nn.crops import random_resized_crop_nearest, resized_crop_nearest, sample_resized_crop_boxes
 from evssl.nn.ema import cosine_schedule

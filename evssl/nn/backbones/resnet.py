@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from evssl.utils.hparams import records_init_args
+
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50"]
 
 
@@ -70,6 +72,7 @@ def _shortcut(cin: int, cout: int, stride: int) -> nn.Module | None:
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
 
+@records_init_args
 class ResNet(nn.Module):
     """ResNet feature extractor without classifier.
 

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from evssl.utils.hparams import records_init_args
+
 from .vit import DropPath, Mlp
 
 __all__ = [
@@ -235,6 +237,7 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
+@records_init_args
 class SwinTransformer(nn.Module):
     """Hierarchical Swin backbone with optional mask token (SimMIM/iBOT-style masking, used by ECDDP).
 

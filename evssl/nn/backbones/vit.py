@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from evssl.utils.hparams import records_init_args
+
 __all__ = [
     "Attention",
     "Block",
@@ -185,6 +187,7 @@ def sincos_pos_embed_2d(
     return torch.cat([ox.sin(), ox.cos(), oy.sin(), oy.cos()], dim=1).float()
 
 
+@records_init_args
 class VisionTransformer(nn.Module):
     """ViT backbone with optional special tokens and token masking (see module docstring for the papers).
 

@@ -1,0 +1,81 @@
+"""Pictures of what the pre-training methods see (logged to W&B / TensorBoard by :func:`log_images`).
+
+* :func:`log_ecdp_views`: ECDP's two masked views (kept patches bright);
+* :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop.
+
+The methods call these from their first training batch of every n-th epoch (``log_views_every_n_epochs`` /
+``log_contexts_every_n_epochs``); each is a no-op without a logger and on non-zero ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from evssl.callbacks.dense_media import context_overlay, side_by_side
+from evssl.callbacks.media import log_images, signed_to_rgb, tensor_to_rgb
+from evssl.nn.masking import keep_mask
+
+__all__ = ["log_ecddp_contexts", "log_ecdp_views", "masked_view_picture", "should_log_pictures"]
+
+
+def should_log_pictures(module: LightningModule, every_n_epochs: int) -> bool:
+    """True on rank 0, with a logger, every ``every_n_epochs`` epochs (never when it is <= 0)."""
+    if every_n_epochs <= 0 or module._trainer is None or not module.trainer.loggers:
+        return False
+    return module.current_epoch % every_n_epochs == 0 and module.trainer.is_global_zero
+
+
+def masked_view_picture(view: Tensor, keep_index: Tensor, patch_size: int, min_side: int = 128) -> np.ndarray:
+    """Colour picture (H', W', 3) uint8 of one signed event-image view (2, H, W) with its kept patches highlighted.
+
+    ON counts red, OFF counts blue on white (:func:`~evssl.callbacks.media.tensor_to_rgb`); masked patches are
+    washed out towards grey; the picture is enlarged (nearest) until its shorter side is at least ``min_side``.
+    """
+    counts = ((view.detach().float().cpu() + 1.0) / 2.0).clamp_min(0.0)
+    rgb = tensor_to_rgb(counts, mode="onoff").astype(np.float32)
+    h, w = rgb.shape[:2]
+    gh, gw = math.ceil(h / patch_size), math.ceil(w / patch_size)
+    kept = keep_mask(keep_index.detach().cpu()[None], gh * gw)[0].reshape(gh, gw).numpy()
+    kept = np.repeat(np.repeat(kept, patch_size, 0), patch_size, 1)[:h, :w, None]
+    rgb = np.where(kept, rgb, 0.25 * rgb + 0.75 * 150.0)
+    scale = max(1, math.ceil(min_side / max(1, min(h, w))))
+    rgb = np.repeat(np.repeat(rgb, scale, 0), scale, 1)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def log_ecdp_views(module: LightningModule, out: dict[str, Tensor], patch_size: int, num_samples: int) -> None:
+    """``train/ecdp_views``: query | momentum view of the first ``num_samples`` samples of an ECDP step ``out``."""
+    images, captions = [], []
+    for i in range(min(num_samples, out["view_q"].shape[0])):
+        a = masked_view_picture(out["view_q"][i], out["keep_q"][i], patch_size)
+        b = masked_view_picture(out["view_k"][i], out["keep_k"][i], patch_size)
+        gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
+        images.append(np.concatenate([a, gap, b], axis=1))
+        captions.append(f"sample {i}: query view | momentum view (kept patches bright)")
+    log_images(module.trainer, "train/ecdp_views", images, captions=captions)
+
+
+def log_ecddp_contexts(
+    module: LightningModule, views: dict[str, Any], tgt: dict[str, Tensor], num_clusters: int, num_samples: int
+) -> None:
+    """``train/ecddp_contexts``: events | K-means contexts | the first global crop with its transported contexts."""
+    x, glob = views["full"], views["global"]
+    b = x.shape[0]
+    g = views["grid"][0]
+    crop_labels = tgt["crop_membership"].float().argmax(dim=1).view(2 * b, g, g)
+    images, captions = [], []
+    for i in range(min(num_samples, b)):
+        ev = signed_to_rgb(x[i].detach().float().sum(0).cpu().numpy())
+        crop = signed_to_rgb(glob.images[i].detach().float().sum(0).cpu().numpy())
+        overlays = [
+            context_overlay(ev, tgt["assign"][i], num_clusters),
+            context_overlay(crop, crop_labels[i], num_clusters),
+        ]
+        images.append(side_by_side([ev, *overlays]))
+        captions.append(f"sample {i}: events | K-means contexts | global crop 1 with transported contexts")
+    log_images(module.trainer, "train/ecddp_contexts", images, captions=captions)
