@@ -187,7 +187,10 @@ def test_smoke_config_fit_then_online_test_through_console_script(name: str, tmp
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert (tmp_path / "bb.pt").exists()
+    from evssl.export import load_exported_backbone
+
+    net = load_exported_backbone(tmp_path / "bb.pt")  # rebuilt from the JSON, weights loaded strictly
+    assert isinstance(net, ResNet) and net.in_chans == (3 if name == "meta_vo" else 5)
 
 
 def test_vo_media_pictures() -> None:
