@@ -30,15 +30,26 @@ def _generator_version() -> str:
     return "0"
 
 
-def synthetic_store_path(size: str = "tiny", seed: int = 0, cache_dir: str | Path | None = None) -> Path:
-    """Where the cached store of this size, seed and generator version lives (it may not exist yet)."""
+def synthetic_store_path(
+    size: str = "tiny", seed: int = 0, cache_dir: str | Path | None = None, domain: str = "default"
+) -> Path:
+    """Where the cached store of this size, seed, domain and generator version lives (it may not exist yet)."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / f"synthetic-{size}-seed{int(seed)}-gen{_generator_version()}.h5"
+    dom = "" if domain == "default" else f"-{domain}"
+    return root / f"synthetic-{size}{dom}-seed{int(seed)}-gen{_generator_version()}.h5"
 
 
-def synthetic_store(size: str = "tiny", seed: int = 0, cache_dir: str | Path | None = None) -> Path:
-    """Path of the synthetic store of ``size`` and ``seed``, generating it on first use (process-safe)."""
-    path = synthetic_store_path(size, seed, cache_dir)
+def synthetic_store(
+    size: str = "tiny", seed: int = 0, cache_dir: str | Path | None = None, domain: str = "default"
+) -> Path:
+    """Path of the synthetic store of ``size``, ``seed`` and ``domain`` (see :data:`evssl.events.simulate.DOMAINS`),
+    generating it on first use (process-safe)."""
+    if domain != "default":
+        from evssl.events.simulate import DOMAINS
+
+        if domain not in DOMAINS:
+            raise ValueError(f"unknown synthetic domain {domain!r}; choose from {sorted(DOMAINS)}")
+    path = synthetic_store_path(size, seed, cache_dir, domain)
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +60,7 @@ def synthetic_store(size: str = "tiny", seed: int = 0, cache_dir: str | Path | N
             if not path.exists():  # another process may have finished while we waited
                 from evssl.events.simulate import make_synthetic_store
 
-                make_synthetic_store(path, size=size, seed=seed)
+                make_synthetic_store(path, size=size, seed=seed, domain=domain)
         finally:
             _unlock(fh.fileno())
     return path

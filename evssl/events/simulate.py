@@ -81,7 +81,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,9 @@ import numpy as np
 from evssl.events.schema import Events
 
 __all__ = [
+    "DOMAINS",
     "GENERATOR_VERSION",
+    "PALETTES",
     "SEMANTIC_CLASSES",
     "SHAPE_CLASSES",
     "SIZES",
@@ -99,6 +101,7 @@ __all__ = [
     "SimClip",
     "SimConfig",
     "SizePreset",
+    "domain_config",
     "emulate",
     "make_synthetic_store",
     "simulate_clip",
@@ -125,6 +128,9 @@ SHAPE_CLASSES: tuple[str, ...] = (
 SEMANTIC_CLASSES: tuple[str, ...] = ("background", *SHAPE_CLASSES)
 
 _LUMA = np.array([0.299, 0.587, 0.114])
+#: Colour families of the textures: ``any`` (uniform RGB in [0.08, 0.92]), ``gray`` (the same draw averaged to grey),
+#: ``warm`` (the same draw with blue damped and red lifted).
+PALETTES: tuple[str, ...] = ("any", "gray", "warm")
 _AA_SIGMA_PX = 0.5  # Gaussian pre-filter (pixels) of the analytic textures
 
 
@@ -170,6 +176,12 @@ class SimConfig:
     camera_rotation_oscillation: float = 0.0
     background_depth: tuple[float, float] = (3.5, 6.0)
     background_tilt_deg: float = 20.0
+    # appearance (domain shift, see DOMAINS); the defaults leave the output unchanged
+    brightness: float = 1.0
+    contrast: float = 1.0
+    texture_freq_scale: float = 1.0
+    texture_gain_scale: float = 1.0
+    palette: str = "any"
 
     def __post_init__(self) -> None:
         if self.height <= 0 or self.width <= 0:
@@ -186,6 +198,10 @@ class SimConfig:
             raise ValueError(f"duration_us={self.duration_us} is shorter than one frame interval")
         if min(self.contrast_on, self.contrast_off, self.min_contrast) <= 0:
             raise ValueError("contrast thresholds must be positive")
+        if min(self.brightness, self.contrast, self.texture_freq_scale, self.texture_gain_scale) <= 0:
+            raise ValueError("brightness, contrast, texture_freq_scale and texture_gain_scale must be positive")
+        if self.palette not in PALETTES:
+            raise ValueError(f"palette must be one of {PALETTES}, got {self.palette!r}")
 
     @property
     def frame_dt_us(self) -> int:
@@ -439,14 +455,20 @@ class _Texture:
 
     @classmethod
     def sample(
-        cls, rng: np.random.Generator, n_waves: int, freq: tuple[float, float], colors: tuple[np.ndarray, np.ndarray]
+        cls,
+        rng: np.random.Generator,
+        n_waves: int,
+        freq: tuple[float, float],
+        colors: tuple[np.ndarray, np.ndarray],
+        gain_scale: float = 1.0,
     ) -> _Texture:
         ang = rng.uniform(0.0, 2.0 * math.pi, n_waves)
         mag = rng.uniform(freq[0], freq[1], n_waves)
         waves = np.stack([mag * np.cos(ang), mag * np.sin(ang)], axis=1)
         amps = rng.uniform(0.3, 1.0, n_waves)
         amps = amps / np.sqrt(np.sum(amps**2) / 2.0)  # std of the sum ~ 1
-        return cls(waves, rng.uniform(0.0, 2.0 * math.pi, n_waves), amps, float(rng.uniform(1.0, 2.0)), *colors)
+        phases = rng.uniform(0.0, 2.0 * math.pi, n_waves)
+        return cls(waves, phases, amps, float(rng.uniform(1.0, 2.0)) * gain_scale, *colors)
 
     def gray(self, qx: np.ndarray, qy: np.ndarray, units_per_px: np.ndarray) -> np.ndarray:
         """Grey level in [0, 1] at coordinates ``(qx, qy)``; ``units_per_px`` sets the anti-aliasing per point.
@@ -502,8 +524,13 @@ class _Shape:
         return c, theta, scale
 
 
-def _random_color(rng: np.random.Generator) -> np.ndarray:
-    return rng.uniform(0.08, 0.92, 3)
+def _random_color(rng: np.random.Generator, palette: str = "any") -> np.ndarray:
+    c = rng.uniform(0.08, 0.92, 3)  # one draw for every palette, so the rest of the scene keeps its randomness
+    if palette == "gray":
+        return np.full(3, c.mean())
+    if palette == "warm":
+        return np.array([0.5 + 0.5 * c[0], c[1], 0.4 * c[2]])
+    return c
 
 
 class Scene:
@@ -546,8 +573,11 @@ class Scene:
         self.e2 = np.cross(self.n, self.e1)
         self.p0 = self.d * self.n + rng.uniform(-5.0, 5.0) * self.e1 + rng.uniform(-5.0, 5.0) * self.e2
         px_per_m = self.f / self.d
-        bg_colors = (_random_color(rng), _random_color(rng))
-        self.bg_texture = _Texture.sample(rng, 8, (px_per_m / 20.0, px_per_m / 6.0), bg_colors)
+        bg_colors = (_random_color(rng, cfg.palette), _random_color(rng, cfg.palette))
+        fs = cfg.texture_freq_scale
+        self.bg_texture = _Texture.sample(
+            rng, 8, (fs * px_per_m / 20.0, fs * px_per_m / 6.0), bg_colors, cfg.texture_gain_scale
+        )
 
         # shapes: main first (nearest, largest, near the centre), then distractors
         main_cls = int(rng.integers(cfg.num_classes)) if label is None else int(label)
@@ -569,12 +599,14 @@ class Scene:
                 u, v = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
                 speed = rng.uniform(0.0, 1.0) * cfg.shape_speed * min_dim
             m_per_px = z / self.f
-            colors = (_random_color(rng), _random_color(rng))
-            texture = _Texture.sample(rng, 4, (radius_px / 16.0, radius_px / 6.0), colors)
+            colors = (_random_color(rng, cfg.palette), _random_color(rng, cfg.palette))
+            texture = _Texture.sample(
+                rng, 4, (fs * radius_px / 16.0, fs * radius_px / 6.0), colors, cfg.texture_gain_scale
+            )
             for _ in range(32):  # the main shape must stand out from the background
                 if not main or abs(texture.mean_luma - self.bg_texture.mean_luma) >= 0.15:
                     break
-                texture.color_a, texture.color_b = _random_color(rng), _random_color(rng)
+                texture.color_a, texture.color_b = _random_color(rng, cfg.palette), _random_color(rng, cfg.palette)
             self.shapes.append(
                 _Shape(
                     cls=c,
@@ -664,6 +696,8 @@ class Scene:
                 depth[front] = s[front]
                 surface[front] = 1 + j
                 local[j] = (qx, qy, s)
+        if cfg.brightness != 1.0 or cfg.contrast != 1.0:  # exposure of the domain: I' = b (0.5 + c (I - 0.5))
+            rgb = np.clip(cfg.brightness * (0.5 + cfg.contrast * (rgb - 0.5)), 0.0, 1.0)
         out: dict[str, np.ndarray] = {
             "rgb": rgb.reshape(h, w, 3),
             "log": np.log(rgb @ _LUMA + cfg.log_eps).reshape(h, w),
@@ -812,6 +846,8 @@ def _sequence_config(**kw: Any) -> SimConfig:
 #:   and smoke configs (``make demo``: ~0.5 validation accuracy vs 0.1 chance).
 #: * ``"small"``: 64x64, 3000 clips of 200 ms (6 frames, 3 dense) + 16 sequences of 3 s; ~2 min (about 1 min on
 #:   2 workers), ~12 M events, ~260 MB.
+#: * ``"vo_tiny"``: sequences only, 8 camera sequences of 4 s at 10 fps (41 frames, ~1-3 px of motion per frame) on a
+#:   32x48 sensor, for the online-adaptive VO method's tests, smoke configs and domain-shift benchmark (~15 s).
 #: * ``"medium"``: 128x128, 4000 clips of 300 ms (4 frames, 2 dense) + 32 sequences of 5 s; ~20 min (~10 min on 2
 #:   workers), ~40 k events per clip, ~1.5 GB. For experiments, not CI.
 SIZES: dict[str, SizePreset] = {
@@ -835,6 +871,12 @@ SIZES: dict[str, SizePreset] = {
         classification=SimConfig(height=64, width=64, duration_us=200_000, fps=25.0, substeps=4, dense_stride=2),
         sequence=_sequence_config(height=64, width=64, duration_us=3_000_000, fps=25.0, substeps=4),
     ),
+    "vo_tiny": SizePreset(
+        num_classification=0,
+        num_sequences=8,
+        classification=SimConfig(height=32, width=48, duration_us=200_000, fps=25.0, substeps=4),
+        sequence=_sequence_config(height=32, width=48, duration_us=4_000_000, fps=10.0, substeps=4),
+    ),
     "medium": SizePreset(
         num_classification=4000,
         num_sequences=32,
@@ -843,15 +885,62 @@ SIZES: dict[str, SizePreset] = {
     ),
 }
 
+# -------------------------------------------------------------------------------------------------------- domains
+_MOTION_FIELDS = (
+    "camera_speed",
+    "camera_oscillation",
+    "camera_rotation_oscillation",
+    "shape_oscillation",
+    "rotation_speed",
+)
+
+#: Named domains for train/test domain shift: each is ``(appearance overrides, motion-speed factor)``. The appearance
+#: fields are SimConfig's ``brightness`` / ``contrast`` (``I' = clip(b (0.5 + c (I - 0.5)), 0, 1)`` on the linear
+#: RGB before the log-intensity event model and the uint8 frames), ``texture_freq_scale`` (band of the sinusoid
+#: textures: finer or coarser), ``texture_gain_scale`` (tanh gain: softer blobs or hard-edged patterns) and
+#: ``palette``; the motion factor multiplies camera speed and oscillation amplitudes (hence speeds), shape
+#: oscillation and rotation speed. ``default`` leaves a preset unchanged (byte-identical output).
+DOMAINS: dict[str, tuple[dict[str, Any], float]] = {
+    "default": ({}, 1.0),
+    "night": ({"brightness": 0.45, "contrast": 0.6}, 1.0),
+    "bright": ({"brightness": 1.3, "contrast": 1.2}, 1.0),
+    "fine": ({"texture_freq_scale": 2.0, "texture_gain_scale": 2.5}, 1.0),
+    "coarse": ({"texture_freq_scale": 0.5}, 1.0),
+    "gray": ({"palette": "gray"}, 1.0),
+    "warm": ({"palette": "warm"}, 1.0),
+    "fast": ({}, 2.0),
+    "slow": ({}, 0.5),
+    # combined shift used by experiments/meta_vo/synthetic_shift.yaml and benchmarks/meta_vo_shift.py
+    "night_fine_fast": (
+        {"brightness": 0.45, "contrast": 0.6, "texture_freq_scale": 2.0, "texture_gain_scale": 2.5},
+        2.0,
+    ),
+}
+
+
+def domain_config(config: SimConfig, domain: str) -> SimConfig:
+    """``config`` in the named :data:`DOMAINS` entry (appearance overrides and motion-speed factor)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; choose from {sorted(DOMAINS)}")
+    overrides, speed = DOMAINS[domain]
+    kw = dict(overrides)
+    if speed != 1.0:
+        kw.update({f: getattr(config, f) * speed for f in _MOTION_FIELDS})
+    return replace(config, **kw) if kw else config
+
+
 _KINDS = ("classification", "sequence")
 _SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 
 
 def synthetic_store_attrs(
-    size: str = "tiny", seed: int = 0, kinds: Iterable[str] = ("classification", "sequence")
+    size: str = "tiny",
+    seed: int = 0,
+    kinds: Iterable[str] = ("classification", "sequence"),
+    domain: str = "default",
 ) -> dict[str, Any]:
     """The store attributes :func:`make_synthetic_store` writes (JSON-normalised), for cache validity checks."""
-    preset = _preset(size)
+    preset = _preset(size, domain)
     kinds = _check_kinds(kinds)
     attrs = {
         "generator": "evssl.events.simulate",
@@ -865,14 +954,20 @@ def synthetic_store_attrs(
         "sequence_config": preset.sequence.to_dict(),
         "semantic_classes": list(SEMANTIC_CLASSES[: preset.classification.num_classes + 1]),
         "split_fractions": dict(_SPLIT_FRACTIONS),
+        "domain": domain,
     }
     return json.loads(json.dumps(attrs))
 
 
-def _preset(size: str) -> SizePreset:
+def _preset(size: str, domain: str = "default") -> SizePreset:
     if size not in SIZES:
         raise ValueError(f"unknown synthetic size {size!r}; choose from {sorted(SIZES)}")
-    return SIZES[size]
+    p = SIZES[size]
+    if domain == "default":
+        return p
+    return replace(
+        p, classification=domain_config(p.classification, domain), sequence=domain_config(p.sequence, domain)
+    )
 
 
 def _check_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
@@ -934,6 +1029,7 @@ def make_synthetic_store(
     kinds: Iterable[str] = ("classification", "sequence"),
     *,
     num_workers: int | None = None,
+    domain: str = "default",
 ) -> Path:
     """Simulate a preset data set and write it as an evssl store at ``path``; returns the path.
 
@@ -943,13 +1039,15 @@ def make_synthetic_store(
     * ``"sequence"``: ``SIZES[size].num_sequences`` longer recordings with a moving camera (name ``seq_000``...), split
       ``"sequence"``, label -1, with the same ground truth.
 
+    ``domain`` (:data:`DOMAINS`) changes the appearance and motion speed of both kinds (the scenes' random layout is
+    the same as in ``default`` for the same seed: every domain consumes the generator identically).
     Classes are :data:`SHAPE_CLASSES` (first ``num_classes``); store attrs are :func:`synthetic_store_attrs`. Every
     sample has its own seed from ``np.random.SeedSequence(seed).spawn``, so output is identical for any
     ``num_workers`` (default: 1 for fewer than 500 clips, else up to 2 worker processes).
     """
     from evssl.events.io.store import StoreWriter  # lazy: the store pulls in h5py/hdf5plugin
 
-    preset = _preset(size)
+    preset = _preset(size, domain)
     kinds = _check_kinds(kinds)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -973,13 +1071,13 @@ def make_synthetic_store(
         num_workers = 1 if len(jobs) < 500 else max(1, min(2, os.cpu_count() or 1))
     with StoreWriter(path) as writer:
         writer.set_classes(list(SHAPE_CLASSES[:num_classes]))
-        writer.set_attrs(**synthetic_store_attrs(size, seed, kinds))
+        writer.set_attrs(**synthetic_store_attrs(size, seed, kinds, domain))
         for m, clip in zip(meta, _ordered_map(_job, jobs, num_workers)):
             writer.add(
                 clip.events,
                 name=m["name"],
                 label=m["label"],
-                source=f"evssl.simulate:{size}:{seed}",
+                source=f"evssl.simulate:{size}:{seed}" + ("" if domain == "default" else f":{domain}"),
                 split=m["split"],
                 frames=clip.frames,
                 frame_t=clip.frame_t,
