@@ -86,11 +86,10 @@ def main_synth(argv: Sequence[str]) -> int:
         help="labelled clips and/or long sequences",
     )
     parser.add_argument("--workers", type=int, default=None, help="generator processes (output does not depend on it)")
-    # --- domain shift (engineer metavo, issue 12): named simulator domains, see evssl.events.simulate.DOMAINS ---
+    # named simulator domains (train/test domain shift), see evssl.events.simulate.DOMAINS
     from evssl.events.simulate import DOMAINS
 
     parser.add_argument("--domain", default="default", choices=sorted(DOMAINS), help="appearance/motion domain")
-    # --- end domain shift ---
     args = parser.parse_args(argv)
     path = make_synthetic_store(
         args.out, size=args.size, seed=args.seed, kinds=args.kinds, num_workers=args.workers, domain=args.domain
