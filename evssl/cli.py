@@ -11,28 +11,24 @@ module is instantiated):
   ``model.init_args.probe.classes`` (online probe of pre-training methods); a model without that argument ignores
   the link.
 
-``convert``, ``synth`` and ``export`` are plain argparse commands dispatched before Lightning is set up.
+``convert``, ``synth`` and ``export`` are plain argparse commands dispatched before Lightning is imported (the
+Lightning CLI lives in :mod:`evssl.cli_lightning`, imported only for the training commands, so ``evssl --help``,
+``convert`` and ``synth`` start in well under a second).
 W&B runs offline unless ``WANDB_MODE=online`` is set in the environment.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, _get_module_type, _InstantiatorFn
-from lightning.pytorch.utilities import rank_zero_only
-
 from evssl import __version__
-from evssl.callbacks.config import EvsslSaveConfigCallback
 
-__all__ = ["EvsslCLI", "main"]
+__all__ = ["EvsslCLI", "main", "run_guarded"]  # noqa: F822 (EvsslCLI: lazy, see __getattr__)
 
 TRAIN_COMMANDS = {
     "fit": "train a method or task (Trainer.fit)",
@@ -73,142 +69,6 @@ def _help_text() -> str:
     return "\n".join(lines)
 
 
-def _import_components() -> None:
-    """Import the packages whose classes configs name, so short class names resolve."""
-    import evssl.callbacks
-    import evssl.data
-    import evssl.events.representations
-    import evssl.methods
-    import evssl.nn
-    import evssl.tasks  # noqa: F401
-
-
-class EvsslCLI(LightningCLI):
-    """``LightningCLI`` for any evssl method, task and data module (subclass mode), with linked arguments.
-
-    Extra top-level option ``--demo true``: after ``fit``, print ``validation accuracy: X (chance: Y)``.
-    """
-
-    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
-        kwargs.setdefault("save_config_callback", EvsslSaveConfigCallback)
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("seed_everything_default", 0)
-        kwargs.setdefault("auto_configure_optimizers", False)  # methods and tasks own their optimizers
-        kwargs.setdefault("parser_kwargs", {"prog": "evssl", "version": f"evssl {__version__}"})
-        _import_components()
-        super().__init__(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            run=run,
-            **kwargs,
-        )
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """``--demo`` and the data -> model links."""
-        parser.add_argument(
-            "--demo",
-            type=bool,
-            default=False,
-            help="after fit, print 'validation accuracy: X (chance: Y)' (used by `make demo`)",
-        )
-        parser.link_arguments("data.in_channels", "model.init_args.backbone.init_args.in_chans", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.init_args.probe.classes", apply_on="instantiate")
-
-    def _add_instantiators(self) -> None:
-        """Lightning's instantiators, with the model's one skipping links into arguments the model lacks.
-
-        ``data.num_classes -> model.init_args.probe.classes`` targets a nested option group that tasks do not have;
-        jsonargparse ignores such a link, but Lightning would still write it into the task's recorded hparams (and
-        fail on the missing parent ``probe``).
-        """
-        self.parser.add_instantiator(
-            _LinkTolerantInstantiator(cli=self, key="model"),
-            _get_module_type(self._model_class),
-            subclasses=self.subclass_mode_model,
-        )
-        self.parser.add_instantiator(
-            _InstantiatorFn(cli=self, key="data"),
-            _get_module_type(self._datamodule_class),
-            subclasses=self.subclass_mode_data,
-        )
-
-    def after_instantiate_classes(self) -> None:
-        """Drop class-count link values the chosen model does not take from its saved hyper-parameters.
-
-        ``data.num_classes`` is linked to both ``num_classes`` (tasks) and ``probe.classes`` (methods); jsonargparse
-        skips the target a model lacks, but Lightning still records it in ``hparams``, which would break
-        ``--ckpt_path`` resume and ``evssl export`` (the model would be rebuilt with an unexpected argument).
-        """
-        _drop_unaccepted_hparams(self.model, ("num_classes", "probe_classes"))
-
-    def after_fit(self) -> None:
-        """With ``--demo true``: the final validation accuracy next to the chance level."""
-        if self._get(self.config, "demo"):
-            self._print_demo()
-
-    @rank_zero_only
-    def _print_demo(self) -> None:
-        metrics = self.trainer.callback_metrics
-        key = next((k for k in ("val/acc", "val/probe_acc") if k in metrics), None)
-        if key is None:
-            print("validation accuracy: n/a (no val/acc or val/probe_acc was logged)")
-            return
-        acc = float(metrics[key])
-        print(f"validation accuracy: {acc:.3f} (chance: {_chance_level(self.datamodule, self.model):.3f})")
-
-
-class _LinkTolerantInstantiator(_InstantiatorFn):
-    """Drops applied links whose first ``init_args`` component is not an argument of the class being built."""
-
-    def __call__(self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any) -> Any:
-        accepted = _accepted_arguments(class_type)
-        prefix = f"{self.key}.init_args."
-        kept = {
-            k: v
-            for k, v in applied_instantiation_links.items()
-            if not k.startswith(prefix) or k[len(prefix) :].split(".")[0] in accepted
-        }
-        return super().__call__(class_type, *args, applied_instantiation_links=kept, **kwargs)
-
-
-def _accepted_arguments(model_class: type) -> set[str]:
-    """``__init__`` argument names of ``model_class`` and its bases up to ``LightningModule`` (``**kwargs`` chains)."""
-    accepted: set[str] = set()
-    for cls in model_class.__mro__:
-        if cls is LightningModule or not issubclass(cls, LightningModule):
-            break
-        if "__init__" in cls.__dict__:
-            accepted |= set(inspect.signature(cls.__init__).parameters)
-    return accepted
-
-
-def _drop_unaccepted_hparams(model: LightningModule, keys: Sequence[str]) -> None:
-    accepted = _accepted_arguments(type(model))
-    for key in keys:
-        if key not in accepted and key in model.hparams:
-            model.hparams.pop(key)
-            model._hparams_initial.pop(key, None)
-
-
-def _chance_level(datamodule: Any, model: Any) -> float:
-    """Accuracy of always answering the most frequent validation class (``1 / num_classes`` as a fallback)."""
-    import numpy as np
-
-    try:
-        labels = datamodule.meta.labels[datamodule.split_indices(datamodule.val_split)]
-        labels = labels[labels >= 0]
-        if len(labels):
-            return float(np.bincount(labels).max() / len(labels))
-    except Exception:  # any data module: fall back to the uniform chance level
-        pass
-    n = getattr(datamodule, "num_classes", None) or getattr(model, "num_classes", None)
-    return 1.0 / n if n else float("nan")
-
-
 # ------------------------------------------------------------------------------------------- extra commands
 def main_synth(argv: Sequence[str]) -> int:
     """``evssl synth --size tiny --seed 0 --out x.h5``."""
@@ -234,24 +94,75 @@ def main_synth(argv: Sequence[str]) -> int:
 
 def main_convert(argv: Sequence[str]) -> int:
     """``evssl convert`` (see :mod:`evssl.events.convert`)."""
-    from evssl.events.convert import main_convert as _main
+    from evssl.events.convert import add_convert_arguments, run_convert
 
-    return int(_main(list(argv)) or 0)
+    parser = argparse.ArgumentParser(prog="evssl convert", description=EXTRA_COMMANDS["convert"])
+    add_convert_arguments(parser)
+    return run_convert(parser.parse_args(list(argv)))
 
 
 def main_export(argv: Sequence[str]) -> int:
-    """``evssl export CKPT --out backbone.pt`` (see :mod:`evssl.export`)."""
+    """``evssl export CKPT --out backbone.pt`` (see :mod:`evssl.export`); refuses to write over the checkpoint."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("checkpoint", nargs="?")
+    probe.add_argument("-o", "--out", type=Path)
+    known, _ = probe.parse_known_args(list(argv))
+    if known.checkpoint and known.out is not None:
+        ckpt = Path(known.checkpoint)
+        for target in (known.out, known.out.with_suffix(".json")):
+            if ckpt.exists() and target.exists() and os.path.samefile(ckpt, target):
+                raise ValueError(f"{target}: --out would overwrite the checkpoint {ckpt}; choose another file")
+            if target.resolve() == ckpt.resolve():
+                raise ValueError(f"{target}: --out would overwrite the checkpoint {ckpt}; choose another file")
     from evssl.export import main_export as _main
 
     return int(_main(list(argv)) or 0)
 
 
 _EXTRA = {"convert": main_convert, "synth": main_synth, "export": main_export}
+#: Exceptions that are bad input (a file, a field, a value) rather than a bug: reported as one message, exit 1.
+DATA_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
+
+
+def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    env = os.environ.get("EVSSL_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or "--debug" in argv, [a for a in argv if a != "--debug"]
+
+
+def run_guarded(prog: str, fn: Callable[[], Any], debug: bool | None = None) -> int:
+    """Run ``fn``; a data error (:data:`DATA_ERRORS`) prints ``prog: error: message`` and returns 1.
+
+    With ``debug`` (default: ``EVSSL_DEBUG=1``) the exception propagates with its traceback. Usage errors keep
+    argparse's exit status 2.
+    """
+    if debug is None:
+        debug, _ = _debug_requested([])
+    if debug:
+        return int(fn() or 0)
+    try:
+        return int(fn() or 0)
+    except DATA_ERRORS as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, OSError) and not msg:
+            msg = repr(e)
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        print("(run with --debug or EVSSL_DEBUG=1 for the traceback)", file=sys.stderr)
+        if getattr(e, "hdf5_failed", False):
+            # HDF5 hit the failed write itself; releasing its handles can crash the library, so leave now
+            # (the writer already removed its temporary file).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        return 1
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Entry point of the ``evssl`` console script (``args``: command line without the program name)."""
-    argv = list(sys.argv[1:] if args is None else args)
+    """Entry point of the ``evssl`` console script (``args``: command line without the program name).
+
+    Data errors print one message naming the file, field and value and exit 1; usage errors exit 2; ``--debug``
+    (anywhere on the command line) or ``EVSSL_DEBUG=1`` shows the traceback instead.
+    """
+    debug, argv = _debug_requested(list(sys.argv[1:] if args is None else args))
     os.environ.setdefault("WANDB_MODE", "offline")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_help_text())
@@ -260,12 +171,29 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"evssl {__version__}")
         return 0
     if argv[0] in _EXTRA:
-        return _EXTRA[argv[0]](argv[1:])
+        cmd = argv[0]
+        return run_guarded(f"evssl {cmd}", lambda: _EXTRA[cmd](argv[1:]), debug)
     if not argv[0].startswith("-") and argv[0] not in TRAIN_COMMANDS:
         print(f"evssl: unknown command {argv[0]!r}\n\n{_help_text()}", file=sys.stderr)
         return 2
-    EvsslCLI(args=None if args is None else argv)
-    return 0
+
+    def train() -> int:
+        from evssl.cli_lightning import EvsslCLI
+
+        EvsslCLI(args=None if args is None else argv)
+        return 0
+
+    prog = f"evssl {argv[0]}" if argv[0] in TRAIN_COMMANDS else "evssl"
+    return run_guarded(prog, train, debug)
+
+
+def __getattr__(name: str) -> Any:
+    """``evssl.cli.EvsslCLI`` (and its helpers) import Lightning only when asked for."""
+    if name in ("EvsslCLI", "_drop_unaccepted_hparams", "_chance_level", "_import_components"):
+        import evssl.cli_lightning as lightning_cli
+
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

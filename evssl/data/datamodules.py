@@ -35,6 +35,7 @@ class StoreMeta:
     labels: np.ndarray
     splits: np.ndarray
     sensor_size: tuple[int, int]
+    store_id: str | None = None  # the store's identity; datasets refuse a file replaced since (StoreChangedError)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -166,6 +167,7 @@ class EventDataModule(LightningDataModule):
                     labels=np.asarray(store.labels, dtype=np.int64),
                     splits=np.asarray(store.splits).astype(str),
                     sensor_size=(int(size[0]), int(size[1])),
+                    store_id=store.store_id,
                 )
             finally:
                 store.close()
@@ -217,6 +219,25 @@ class EventDataModule(LightningDataModule):
             raise ValueError(f"store {self.meta.path} has no split column; split {name!r} is not one of {parts}")
         return np.sort(parts[name])
 
+    # ------------------------------------------------------------------ checkpoint state: the class list
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the class list (and path) of the store the model was trained on."""
+        return {"classes": list(self.meta.classes), "store": str(self.meta.path)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """On ``--ckpt_path`` (resume, ``test``, ``validate``): refuse a store whose class list differs from the one
+        the checkpoint was trained on, naming the first difference (label ``k`` must mean the same class)."""
+        if "classes" not in state:
+            return
+        from evssl.events.io.store import check_class_lists
+
+        check_class_lists(
+            [
+                (f"the checkpoint's training store {state.get('store', '')}".strip(), list(state["classes"])),
+                (str(self.meta.path), list(self.meta.classes)),
+            ]
+        )
+
     # ------------------------------------------------------------------ representation
     def representation_mapping(self, sampler: WindowSampler) -> dict[str, tuple[str, Any]]:
         """{event key: (output key, representation)} for a sampler."""
@@ -250,6 +271,7 @@ class EventDataModule(LightningDataModule):
                 train=train,
                 seed=self.seed,
                 windows_per_recording=self.windows_per_recording,
+                store_id=self.meta.store_id,
             )
 
     def _rank_world(self) -> tuple[int, int]:

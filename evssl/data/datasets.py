@@ -35,6 +35,9 @@ class StoreDataset(Dataset):
         windows_per_recording: number of items per recording (e.g. many windows of a long sequence); item
             ``i`` is window ``i % windows_per_recording`` of recording ``indices[i // windows_per_recording]``, and the
             sampler gets ``segment=(k, windows_per_recording)`` so the windows spread over the recording.
+        store_id: the store identity the ``indices`` were computed from (``EventStore.store_id``); every process
+            that opens the store checks it, so a file replaced in between raises
+            :class:`~evssl.events.io.store.StoreChangedError` instead of serving other recordings.
 
     ``dataset[i]`` uses the epoch set by :meth:`set_epoch`; ``dataset[(epoch, i)]`` (what :class:`EpochSampler`
     yields) uses the given epoch.
@@ -48,6 +51,7 @@ class StoreDataset(Dataset):
         train: bool,
         seed: int = 0,
         windows_per_recording: int = 1,
+        store_id: str | None = None,
     ) -> None:
         if windows_per_recording < 1:
             raise ValueError(f"windows_per_recording must be >= 1, got {windows_per_recording}")
@@ -57,6 +61,7 @@ class StoreDataset(Dataset):
         self.train = bool(train)
         self.seed = int(seed)
         self.windows_per_recording = int(windows_per_recording)
+        self.store_id = store_id
         self.epoch = 0
         self._store: Any = None
         self._pid: int | None = None
@@ -75,7 +80,7 @@ class StoreDataset(Dataset):
         if self._store is None or self._pid != os.getpid():
             from evssl.events.io.store import EventStore
 
-            self._store = EventStore(self.store_path)
+            self._store = EventStore(self.store_path, expect_id=self.store_id)
             self._pid = os.getpid()
         return self._store
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 from pathlib import Path
@@ -314,3 +315,214 @@ def test_empty_store(tmp_path: Path) -> None:
         w.set_classes(["only"])
     s = EventStore(path)
     assert len(s) == 0 and s.classes == ["only"] and s.labels.shape == (0,) and s.splits.shape == (0,)
+
+
+# ------------------------------------------------------------------------------------------- reliability (issue 13)
+def _write(path: Path, evs: list[Events], **kw) -> None:
+    with StoreWriter(path, **kw) as w:
+        for k, ev in enumerate(evs):
+            w.add(ev, name=f"r{k}", label=k)
+
+
+def test_replaced_file_is_detected_by_readers_pickles_and_datasets(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A reader never applies its table to a file that replaced the one it read (issue 13 §2)."""
+    from evssl.data.datasets import StoreDataset
+    from evssl.events.io.store import StoreChangedError
+
+    path = tmp_path / "s.h5"
+    _write(path, [make_events(rng, 500), make_events(rng, 300)])
+    reader = EventStore(path)  # table read, file closed until the first event read
+    state = pickle.dumps(reader)
+    old_id = reader.store_id
+    assert isinstance(old_id, str) and len(old_id) == 32
+    ds = StoreDataset(path, [0, 1], sampler=lambda store, i, rng, train: store.events(i), train=False,
+                      store_id=old_id)  # fmt: skip
+    # the file is replaced (a re-convert): 34x34 events, other counts
+    xy = rng.integers(0, 34, (2, 900))
+    new = [Events.from_arrays(xy[0], xy[1], np.arange(900), rng.integers(0, 2, 900), 34, 34, polarity="01")]
+    with StoreWriter(path) as w:
+        w.add(new[0], name="other", label=0)
+    assert EventStore(path).store_id != old_id
+    with pytest.raises(StoreChangedError, match=r"s\.h5: the file was replaced"):
+        reader.events(0)
+    with pytest.raises(StoreChangedError, match="replaced"):
+        pickle.loads(state)
+    with pytest.raises(StoreChangedError, match="replaced"):
+        ds[0]
+    # an append also replaces the file (new identity)
+    fresh = EventStore(path)
+    with StoreWriter(path, append=True) as w:
+        w.add(make_events(rng, 10), name="more")
+    with pytest.raises(StoreChangedError):
+        fresh.window(0, 0, 100)
+
+
+def test_corrupt_offsets_and_ms_index_are_refused_at_open(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "s.h5"
+    _write(path, [make_events(rng, 400), make_events(rng, 400, t0=10_000)])
+    EventStore(path)
+    cases = {
+        "recordings/event_offset": (lambda a: a.__setitem__(1, 100), r"recording 1 \('r1'\): its events overlap"),
+        "recordings/ms_count": (lambda a: a.__setitem__(0, a[0] - 1), r"recording 0 .*ms index has \d+ entries"),
+        "recordings/num_events": (lambda a: a.__setitem__(1, 10**6), r"recording 1 .*outside the 800 stored"),
+        "ms_to_idx": (lambda a: a.__setitem__(5, 399), r"recording 0 .*ms index decreases at entry 6"),
+    }
+    for name, (corrupt, message) in cases.items():
+        bad = tmp_path / f"bad_{name.replace('/', '_')}.h5"
+        bad.write_bytes(path.read_bytes())
+        with h5py.File(bad, "r+") as f:
+            arr = f[name][...]
+            corrupt(arr)
+            f[name][...] = arr
+        with pytest.raises(StoreFormatError, match=message):
+            EventStore(bad)
+    # an ms index whose end does not match the event count (would return another recording's events)
+    bad = tmp_path / "bad_end.h5"
+    bad.write_bytes(path.read_bytes())
+    with h5py.File(bad, "r+") as f:
+        off, cnt = int(f["recordings/ms_offset"][1]), int(f["recordings/ms_count"][1])
+        f["ms_to_idx"][off + cnt - 1] = 700
+    with pytest.raises(StoreFormatError, match=r"recording 1 .*ms index runs 0\.\.700, expected 0\.\.400"):
+        EventStore(bad)
+
+
+def test_failed_chunk_read_names_store_and_recording(tmp_path: Path, rng: np.random.Generator, monkeypatch) -> None:
+    path = tmp_path / "s.h5"
+    _write(path, [make_events(rng, 100), make_events(rng, 100)])
+    s = EventStore(path)
+
+    class Broken:
+        def __getitem__(self, key):
+            raise OSError("Can't synchronously read data (filter returned failure during read)")
+
+    monkeypatch.setattr(s, "_dset", lambda name: Broken())
+    with pytest.raises(StoreFormatError, match=r"s\.h5: recording 1 \('r1'\): cannot read events/x\[100:200\]"):
+        s.events(1)
+
+
+def _datasets(path: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[...]) if isinstance(o, h5py.Dataset) else None)
+        out["attrs"] = np.array(sorted((k, str(v)) for k, v in f.attrs.items() if k != "store_id"))
+    return out
+
+
+def test_streamed_add_writes_the_same_store_as_whole_recordings(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Chunks of any size (empty ones too, gaps of many ms) give the store a whole-recording add gives (issue 14)."""
+    evs = [make_events(rng, 3000, span=200_000), Events.empty(H, W), make_events(rng, 1), make_events(rng, 700)]
+    gap = make_events(rng, 50, t0=5_000_000, span=1000)  # a 5 s gap inside a recording
+    evs.append(Events.concatenate([evs[3], gap]))
+    whole, streamed = tmp_path / "whole.h5", tmp_path / "streamed.h5"
+    with StoreWriter(whole, chunk_events=256) as w:
+        for k, ev in enumerate(evs):
+            w.add(ev, name=f"r{k}", label=k, embedding=np.full(3, k, np.float32))
+    with StoreWriter(streamed, chunk_events=256) as w:
+        for k, ev in enumerate(evs):
+            cuts = np.sort(rng.integers(0, len(ev) + 1, 6)) if len(ev) else np.zeros(0, int)
+            bounds = [0, *cuts.tolist(), len(ev)]
+            chunks = (ev[a:b] for a, b in itertools.pairwise(bounds))  # includes empty chunks
+            w.add(chunks, name=f"r{k}", label=k, embedding=np.full(3, k, np.float32))
+    a, b = _datasets(whole), _datasets(streamed)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    from evssl.events.slicing import ms_index
+
+    for k, ev in enumerate(evs):
+        o, c = int(b["recordings/ms_offset"][k]), int(b["recordings/ms_count"][k])
+        np.testing.assert_array_equal(b["ms_to_idx"][o : o + c], ms_index(ev.t))
+        assert_events_equal(EventStore(streamed).events(k), ev)
+
+
+def test_failed_stream_rolls_back_and_the_writer_stays_usable(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "s.h5"
+    ev = make_events(rng, 5000)
+
+    def broken():
+        yield ev[:3000]
+        raise EventFormatError("file.raw", "t", "truncated", 3000)
+
+    with StoreWriter(path, chunk_events=256) as w:
+        w.add(ev[:100], name="a")
+        with pytest.raises(EventFormatError, match="truncated"):
+            w.add(broken(), name="b")
+        w.add(ev, name="c")
+    s = EventStore(path)
+    assert s.names.tolist() == ["a", "c"]
+    assert_events_equal(s.events(1), ev)
+    assert s.index_at(1, int(ev.t[2500])) == int(np.searchsorted(ev.t, ev.t[2500]))
+
+
+def test_index_memory_is_bounded_and_implausible_spans_refused(tmp_path: Path, monkeypatch) -> None:
+    """Issue 13 §3: the ms index of a long span is built in bounded pieces; a span beyond the limit is refused."""
+    import tracemalloc
+
+    import evssl.events.io.store as store_mod
+
+    two = Events.from_arrays([1, 2], [3, 4], [0, 10**11], [0, 1], H, W, polarity="01")  # 1e11 µs = 27.8 h
+    with pytest.raises(
+        EventFormatError, match=r"field 't' at index 1: timestamp 100000000000 lies .*27\.8 h.*24 h limit"
+    ):
+        with StoreWriter(tmp_path / "x.h5") as w:
+            w.add(two, name="late")
+    assert not (tmp_path / "x.h5").exists()
+    # 4e9 µs span: a dense index of 4M entries (32 MB) if built at once; pieces of 64 Ki entries keep it small
+    monkeypatch.setattr(store_mod, "_MS_PIECE", 1 << 16)
+    ev = Events.from_arrays([1, 2, 3], [3, 4, 5], [0, 7, 4 * 10**9], [0, 1, 1], H, W, polarity="01")
+    tracemalloc.start()
+    with StoreWriter(tmp_path / "long.h5", max_span_us=None) as w:
+        w.add(ev, name="long")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    s = EventStore(tmp_path / "long.h5")
+    assert s.window(0, 0, 10).t.tolist() == [0, 7] and s.window(0, 10, 4 * 10**9 + 1).t.tolist() == [4 * 10**9]
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer runs
+    path = tmp_path / "s.h5"
+    stale = tmp_path / f"s.h5.tmp-{proc.pid}"
+    stale.write_bytes(b"half a store")
+    alive = tmp_path / f"s.h5.tmp-{os.getppid()}"
+    alive.write_bytes(b"another writer")
+    with StoreWriter(path) as w:
+        assert w.removed_stale == [stale] and w.active_writers == [alive]
+        w.add(Events.empty(H, W), name="e")
+    assert not stale.exists() and alive.exists()
+
+
+def test_write_failure_is_a_clear_error_and_leaves_nothing(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch
+) -> None:
+    """A full disk (mocked: a dataset write raising ENOSPC) gives StoreWriteError naming the store."""
+    import errno
+
+    from evssl.events.io.store import StoreWriteError
+
+    path = tmp_path / "s.h5"
+
+    def full(self, key, value):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    w = StoreWriter(path, chunk_events=64)
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", full)
+    with pytest.raises(StoreWriteError, match=r"s\.h5: cannot write the store: the disk is full"):
+        w.add(make_events(rng, 1000), name="a")
+    monkeypatch.undo()
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_check_class_lists_names_the_first_difference() -> None:
+    from evssl.events.io.store import check_class_lists
+
+    check_class_lists({"train.h5": ["a", "b"], "val.h5": ["a", "b"], "unlabelled.h5": []})
+    with pytest.raises(ValueError, match=r"test\.h5 has class 'digit_7' at index 1 where train\.h5 has 'digit_2'"):
+        check_class_lists({"train.h5": ["digit_0", "digit_2", "digit_7"], "test.h5": ["digit_0", "digit_7"]})
+    with pytest.raises(ValueError, match=r"--classes-from train\.h5"):
+        check_class_lists([("train.h5", ["a"]), ("test.h5", ["a", "b"])])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, header_dict, header_geometry, parse_percent_header, source_name
+from evssl.events.io._common import PathLike, header_dict, header_geometry, read_percent_header, source_name
 from evssl.events.schema import EventFormatError
 
 #: Sensor sizes ``(height, width)`` by a substring of the ``plugin_name`` header (old files carry no geometry).
@@ -18,7 +19,6 @@ PLUGIN_SIZES: tuple[tuple[str, tuple[int, int]], ...] = (
     ("gen4", (720, 1280)),
     ("gen3", (480, 640)),
 )
-HEADER_PROBE_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -40,40 +40,49 @@ def _version(fields: dict[str, str]) -> str | None:
     return None
 
 
+_HEADER_CACHE: dict[tuple, RawHeader] = {}
+
+
+def _file_key(path: PathLike) -> tuple:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def read_raw_header(path: PathLike) -> RawHeader:
-    """Parse the ``%`` header of a Prophesee ``.raw`` file (version from ``% evt X.Y`` or ``% format EVTn``)."""
+    """Parse the ``%`` header of a Prophesee ``.raw`` file (version from ``% evt X.Y`` or ``% format EVTn``).
+
+    One linear pass over the header bytes (:func:`~evssl.events.io._common.read_percent_header`). The result is
+    remembered for the file (keyed by path, inode, size and mtime), so format detection and the reader that follows
+    parse it once.
+    """
+    key = _file_key(path)
+    cached = _HEADER_CACHE.get(key)
+    if cached is not None:
+        return cached
     src = source_name(path)
-    with open(path, "rb") as f:
-        head = f.read(HEADER_PROBE_BYTES)
-        while not _header_complete(head):  # headers longer than the probe
-            more = f.read(HEADER_PROBE_BYTES)
-            if not more:
-                break
-            head += more
-    lines, pos = parse_percent_header(head, src)
+    lines, pos = read_percent_header(path, src)
     fields = header_dict(lines)
-    geometry = header_geometry(fields)
+    geometry = header_geometry(fields, src)
     if geometry is None:
         plugin = fields.get("plugin_name", "").lower()
-        geometry = next((size for key, size in PLUGIN_SIZES if key in plugin), None)
-    return RawHeader(fields, _version(fields), geometry, pos)
-
-
-def _header_complete(head: bytes) -> bool:
-    """Whether ``head`` holds the whole header (a line not starting with '%' or '% end' follows it)."""
-    pos = 0
-    while pos < len(head) and head[pos] == 0x25:
-        end = head.find(b"\n", pos)
-        if end < 0:
-            return False
-        if head[pos + 1 : end].strip().lower() == b"end":
-            return True
-        pos = end + 1
-    return pos < len(head)
+        geometry = next((size for key_, size in PLUGIN_SIZES if key_ in plugin), None)
+    header = RawHeader(fields, _version(fields), geometry, pos)
+    if len(_HEADER_CACHE) > 64:
+        _HEADER_CACHE.clear()
+    _HEADER_CACHE[key] = header
+    return header
 
 
 def raw_words(path: PathLike, header: RawHeader, dtype: str) -> np.ndarray:
     """The body of a ``.raw`` file as little-endian words (memory-mapped; a partial last word is an error)."""
+    n = body_words(path, header, dtype)
+    if n == 0:
+        return np.zeros(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=header.body_offset)
+
+
+def body_words(path: PathLike, header: RawHeader, dtype: str) -> int:
+    """The number of ``dtype`` words in the body of a ``.raw`` file (a partial last word is an error)."""
     src = source_name(path)
     with open(path, "rb") as f:
         f.seek(0, 2)
@@ -89,9 +98,7 @@ def raw_words(path: PathLike, header: RawHeader, dtype: str) -> np.ndarray:
             f"{header.body_offset + whole}",
             whole // itemsize,
         )
-    if body == 0:
-        return np.zeros(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=header.body_offset)
+    return body // itemsize
 
 
 def check_version(header: RawHeader, expected: str, source: str) -> None:

@@ -27,7 +27,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, SensorSize, read_bytes, resolve_size, source_name
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    caller_size,
+    check_size,
+    choose_size,
+    max_xy,
+    read_bytes,
+    source_name,
+    whole_file_opened,
+)
 from evssl.events.schema import EventFormatError, Events
 
 MAGIC = b"#!AER-DAT4.0\r\n"
@@ -121,8 +133,9 @@ def parse_streams(info_xml: str, src: str = "") -> list[StreamInfo]:
                 continue
             attrs = {a.get("key", ""): (a.text or "") for a in node.iter("attr")}
             size = None
-            if attrs.get("sizeX", "").isdigit() and attrs.get("sizeY", "").isdigit():
-                size = (int(attrs["sizeY"]), int(attrs["sizeX"]))
+            if "sizeX" in attrs or "sizeY" in attrs:
+                field = f"infoNode.{name}.sizeY/sizeX"
+                size = check_size(attrs.get("sizeY", "<missing>"), attrs.get("sizeX", "<missing>"), src, field)
             streams.append(StreamInfo(int(name), attrs.get("typeIdentifier", ""), size, attrs.get("source", ""), attrs))
     return sorted(streams, key=lambda s: s.stream_id)
 
@@ -180,7 +193,20 @@ def _events_of_packet(raw: bytes, src: str, offset: int) -> np.ndarray:
 
 def read_aedat4(path: PathLike, sensor_size: SensorSize = None, *, stream_id: int | None = None) -> Events:
     """Read the polarity events of an AEDAT 4.0 file (the first EVTS stream unless ``stream_id`` is given)."""
+    return _read(path, sensor_size, stream_id)[0]
+
+
+def open_aedat4(
+    path: PathLike, sensor_size: SensorSize = None, *, stream_id: int | None = None, chunk_events: int = 1_000_000
+) -> Opened:
+    """Chunked reading."""
+    ev, inferred = _read(path, sensor_size, stream_id)
+    return whole_file_opened(ev, inferred, chunk_events)
+
+
+def _read(path: PathLike, sensor_size: SensorSize, stream_id: int | None) -> tuple[Events, bool]:
     src = source_name(path)
+    given = caller_size(sensor_size, src)
     data = read_bytes(path)
     compression, table_pos, info, pos = parse_header(data, src)
     streams = parse_streams(info, src)
@@ -230,7 +256,10 @@ def read_aedat4(path: PathLike, sensor_size: SensorSize = None, *, stream_id: in
         if neg.any():
             i = int(np.flatnonzero(neg)[0])
             raise EventFormatError(src, name, f"negative coordinate {ev[name][i]}", i)
-    size = resolve_size(sensor_size if sensor_size is not None else stream.size, ev["x"], ev["y"], (), src)
+    if not len(ev):
+        stated = given if isinstance(given, tuple) else stream.size
+        raise EmptyRecordingError(src, f"no events in EVTS stream {stream.stream_id}", stated)
+    size, inferred = choose_size(given, stream.size, max_xy(ev["x"], ev["y"]), (), src)
     out = Events(
         np.ascontiguousarray(ev["x"]),
         np.ascontiguousarray(ev["y"]),
@@ -239,4 +268,4 @@ def read_aedat4(path: PathLike, sensor_size: SensorSize = None, *, stream_id: in
         size[0],
         size[1],
     )
-    return out.validate(src)
+    return out.validate(src), inferred

@@ -12,14 +12,27 @@ never in the file.
 
 Sensor size (``(height, width)``): the caller's ``sensor_size``; by default N-MNIST's 34x34 when every event fits,
 else the full ATIS array 240x304 (N-Caltech101 samples are crops of varying size inside it; every 8-bit x and every
-non-marker y < 240 fits); ``"fit"`` gives max coordinate + 1.
+non-marker y < 240 fits); ``"fit"`` gives max coordinate + 1. Both defaults are *inferred* sizes (the file states
+none). An empty file raises :class:`~evssl.events.io._common.EmptyRecordingError`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, SensorSize, build_events, read_bytes, resolve_size, source_name
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    build_events,
+    caller_size,
+    choose_size,
+    max_xy,
+    read_bytes,
+    source_name,
+    whole_file_opened,
+)
 from evssl.events.schema import EventFormatError, Events
 
 RECORD_BYTES = 5
@@ -54,9 +67,22 @@ def decode_bin40(data: bytes | np.ndarray, source: str = "") -> tuple[np.ndarray
     return x, y, t, p
 
 
+def _read(path: PathLike, sensor_size: SensorSize) -> tuple[Events, bool]:
+    src = source_name(path)
+    given = caller_size(sensor_size, src)
+    x, y, t, p = decode_bin40(read_bytes(path), src)
+    if not len(x):
+        raise EmptyRecordingError(src, "no events: the file is empty", given if isinstance(given, tuple) else None)
+    size, inferred = choose_size(given, None, max_xy(x, y), (NMNIST_SIZE, ATIS_SIZE), src)
+    return build_events(x, y, t, p, size, src), inferred
+
+
 def read_bin40(path: PathLike, sensor_size: SensorSize = None) -> Events:
     """Read an N-MNIST / N-Caltech101 40-bit ``.bin`` file (see the module doc for the sensor-size rule)."""
-    src = source_name(path)
-    x, y, t, p = decode_bin40(read_bytes(path), src)
-    size = resolve_size(sensor_size, x, y, (NMNIST_SIZE, ATIS_SIZE), src)
-    return build_events(x, y, t, p, size, src)
+    return _read(path, sensor_size)[0]
+
+
+def open_bin40(path: PathLike, sensor_size: SensorSize = None, *, chunk_events: int = 1_000_000) -> Opened:
+    """Chunked reading (the files are small: read whole, then split)."""
+    ev, inferred = _read(path, sensor_size)
+    return whole_file_opened(ev, inferred, chunk_events)

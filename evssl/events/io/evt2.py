@@ -7,10 +7,14 @@ Word type = bits 31-28:
 - ``0x8`` EVT_TIME_HIGH: bits 27-0 = timestamp bits 33..6, so t = ``(time_high << 6) | low6`` (a 34-bit µs counter).
 - ``0xA`` EXT_TRIGGER, ``0xE`` OTHERS, ``0xF`` CONTINUED and anything else: skipped.
 
-CD words before the first TIME_HIGH have unknown high bits and are dropped. When TIME_HIGH drops by more than half
-its range the 34-bit counter wrapped (every ~4.8 h) and 2**34 µs is added from there on; a smaller step down makes
-timestamps decrease, which raises naming the event index. Decoding is vectorised and runs over the memory-mapped
-body in chunks, carrying the time base between chunks.
+CD words before the first TIME_HIGH have unknown high bits and are dropped (a recording starts with a few); a stream
+whose CD words *all* come before any TIME_HIGH (no time base at all) is an error, not 0 events. When TIME_HIGH drops
+by more than half its range the 34-bit counter wrapped (every ~4.8 h) and 2**34 µs is added from there on; a smaller
+step down makes timestamps decrease, which raises naming the event index and byte offset.
+
+Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.evt2_decode`) over the memory-mapped body,
+writing and checking the schema columns directly; :func:`decode_evt2` below is the vectorised numpy restatement,
+kept as the reference the tests compare against and as the fallback without numba.
 
 Sensor size (``(height, width)``): the caller's ``sensor_size``, else the header geometry (``% geometry``,
 ``% format EVT2;height=..;width=..``), else one implied by ``% plugin_name`` (gen3 = 480x640), else max + 1.
@@ -20,9 +24,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, SensorSize, build_events, resolve_size, source_name
-from evssl.events.io._prophesee import check_version, raw_words, read_raw_header
-from evssl.events.schema import Events
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    build_events,
+    caller_size,
+    check_chunk_events,
+    choose_size,
+    max_xy,
+    source_name,
+)
+from evssl.events.io._prophesee import body_words, check_version, read_raw_header
+from evssl.events.io._stateful import Source, Spec, fallback_open, kernels, open_chunks, read_whole
+from evssl.events.schema import EventFormatError, Events
 
 CHUNK_WORDS = 1 << 22
 TIME_HIGH_BITS = 28
@@ -63,11 +79,73 @@ def decode_evt2(words: np.ndarray, chunk_words: int = CHUNK_WORDS) -> tuple[np.n
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
-def read_evt2(path: PathLike, sensor_size: SensorSize = None) -> Events:
-    """Read a Prophesee EVT 2.0 ``.raw`` file (see the module doc for layout and sensor-size rule)."""
+def _dropped_error(state: np.ndarray, src: str, body_offset: int) -> EventFormatError | None:
+    """CD words but no TIME_HIGH before any of them: the whole stream has no time base (an error, not 0 events)."""
+    from evssl.events.io import _kernels as k
+
+    dropped = int(state[k.E2_DROPPED])
+    if not dropped:
+        return None
+    off = body_offset + 4 * int(state[k.E2_FIRST_DROPPED])
+    return EventFormatError(
+        src,
+        "time_high",
+        f"{dropped} CD event words but no TIME_HIGH word before them, so their timestamps are unknown "
+        f"(first CD word at byte offset {off})",
+    )
+
+
+SPEC = Spec("evt2", "evt2_decode", "evt2_state", "E2_MAX_X", "E2_MAX_Y", dropped_error=_dropped_error)
+EMPTY = "no CD events in the stream"
+
+
+def _source(path: PathLike) -> tuple[Source, tuple[int, int] | None]:
     src = source_name(path)
     header = read_raw_header(path)
     check_version(header, "2.0", src)
-    x, y, t, p = decode_evt2(raw_words(path, header, "<u4"))
-    size = resolve_size(sensor_size if sensor_size is not None else header.geometry, x, y, (), src)
-    return build_events(x, y, t, p, size, src)
+    n = body_words(path, header, "<u4")
+    return Source(str(path), src, header.body_offset, n, "<u4"), header.geometry
+
+
+def read_evt2(path: PathLike, sensor_size: SensorSize = None) -> Events:
+    """Read a Prophesee EVT 2.0 ``.raw`` file (see the module doc for layout and sensor-size rule)."""
+    return _read(path, sensor_size)[0]
+
+
+def open_evt2(path: PathLike, sensor_size: SensorSize = None, *, chunk_events: int = 1_000_000) -> Opened:
+    """Chunked reading in bounded memory (see :func:`evssl.events.io.iter_events`)."""
+    chunk_events = check_chunk_events(chunk_events)
+    if kernels() is None:
+        ev, inferred = _read(path, sensor_size)
+        return fallback_open(ev, inferred, chunk_events, source_name(path))
+    given = caller_size(sensor_size, source_name(path))
+    source, stated = _source(path)
+    return open_chunks(SPEC, source, given, stated, (), chunk_events, EMPTY)
+
+
+def _read(path: PathLike, sensor_size: SensorSize) -> tuple[Events, bool]:
+    given = caller_size(sensor_size, source_name(path))
+    source, stated = _source(path)
+    if kernels() is not None:
+        return read_whole(SPEC, source, given, stated, (), source.length + 16, EMPTY)
+    return _read_numpy(source, given, stated)
+
+
+def _read_numpy(source: Source, given: tuple[int, int] | str | None, stated: tuple[int, int] | None) -> tuple:
+    """The numpy fallback (and reference): :func:`decode_evt2`, then validation of the whole file."""
+    src = source.src
+    words = source.array()
+    x, y, t, p = decode_evt2(words)
+    if not len(x):
+        typ = words >> 28
+        cd = np.flatnonzero(typ <= 1)
+        if len(cd):
+            raise EventFormatError(
+                src,
+                "time_high",
+                f"{len(cd)} CD event words but no TIME_HIGH word before them, so their timestamps are unknown "
+                f"(first CD word at byte offset {source.body_offset + 4 * int(cd[0])})",
+            )
+        raise EmptyRecordingError(src, f"no events: {EMPTY}", given if isinstance(given, tuple) else stated)
+    size, inferred = choose_size(given, stated, max_xy(x, y), (), src)
+    return build_events(x, y, t, p, size, src), inferred

@@ -16,9 +16,13 @@ Wrap-around: the 24-bit base wraps every 16.78 s. A wrap is counted when TIME_HI
 its range (4095 -> 0); nothing is added when TIME_LOW wraps, because the sensor sends the new TIME_HIGH first.
 A smaller step down is not a wrap: timestamps then decrease and the reader raises, naming the event index.
 Events whose time, y or vector base is not yet known (before the first TIME_HIGH / ADDR_Y / VECT_BASE_X) are
-dropped.
+dropped; a stream in which that state never arrives (event words, but not one decodable event) is an error naming
+the missing word, not 0 events.
 
-Vectorised decoding: each state variable is forward-filled by looking up, with ``np.searchsorted`` over the
+Decoding: one pass of a numba kernel (:func:`evssl.events.io._kernels.evt3_decode`) over the memory-mapped body,
+writing and checking the schema columns directly. The numpy restatement below (:func:`decode_evt3`) is kept as the
+reference the tests compare against and as the fallback without numba. Its vectorised decoding: each state
+variable is forward-filled by looking up, with ``np.searchsorted`` over the
 positions of the words that set it, the last such word before every event word (a vectorised forward fill); the
 vector base x is the last VECT_BASE_X value plus the cumulative 12/8 increments of the vector words since then;
 masks are unpacked to a (words, 16) bit matrix whose flat ``nonzero`` gives the events in stream order.
@@ -34,9 +38,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, SensorSize, build_events, resolve_size, source_name
-from evssl.events.io._prophesee import check_version, raw_words, read_raw_header
-from evssl.events.schema import Events
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    build_events,
+    caller_size,
+    check_chunk_events,
+    choose_size,
+    max_xy,
+    source_name,
+)
+from evssl.events.io._prophesee import body_words, check_version, read_raw_header
+from evssl.events.io._stateful import Source, Spec, fallback_open, kernels, open_chunks, read_whole
+from evssl.events.schema import EventFormatError, Events
 
 CHUNK_WORDS = 1 << 22
 ADDR_Y, ADDR_X, VECT_BASE_X, VECT_12, VECT_8, TIME_LOW, TIME_HIGH = 0x0, 0x2, 0x3, 0x4, 0x5, 0x6, 0x8
@@ -154,11 +170,80 @@ def decode_evt3(words: np.ndarray, chunk_words: int = CHUNK_WORDS) -> tuple[np.n
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
 
 
-def read_evt3(path: PathLike, sensor_size: SensorSize = None) -> Events:
-    """Read a Prophesee EVT 3.0 ``.raw`` file (see the module doc for layout, state and sensor-size rule)."""
+def _dropped_error(state: np.ndarray, src: str, body_offset: int) -> EventFormatError | None:
+    """Event words but no state to decode any of them: an error naming what never came, not 0 events."""
+    from evssl.events.io import _kernels as k
+
+    dropped = int(state[k.E3_DROPPED])
+    if not dropped:
+        return None
+    if state[k.E3_HIGH] < 0:
+        field, what = "time_high", "no TIME_HIGH word (time base)"
+    elif state[k.E3_Y] < 0:
+        field, what = "addr_y", "no EVT_ADDR_Y word (row)"
+    else:
+        field, what = "vect_base_x", "no VECT_BASE_X word (vector base)"
+    off = body_offset + 2 * int(state[k.E3_FIRST_DROPPED])
+    return EventFormatError(
+        src, field, f"{dropped} event words but {what} before them (first event word at byte offset {off})"
+    )
+
+
+SPEC = Spec("evt3", "evt3_decode", "evt3_state", "E3_MAX_X", "E3_MAX_Y", dropped_error=_dropped_error)
+EMPTY = "no CD events in the stream"
+
+
+def _source(path: PathLike) -> tuple[Source, tuple[int, int] | None]:
     src = source_name(path)
     header = read_raw_header(path)
     check_version(header, "3.0", src)
-    x, y, t, p = decode_evt3(raw_words(path, header, "<u2"))
-    size = resolve_size(sensor_size if sensor_size is not None else header.geometry, x, y, (), src)
-    return build_events(x, y, t, p, size, src)
+    n = body_words(path, header, "<u2")
+    return Source(str(path), src, header.body_offset, n, "<u2"), header.geometry
+
+
+def read_evt3(path: PathLike, sensor_size: SensorSize = None) -> Events:
+    """Read a Prophesee EVT 3.0 ``.raw`` file (see the module doc for layout, state and sensor-size rule)."""
+    return _read(path, sensor_size)[0]
+
+
+def open_evt3(path: PathLike, sensor_size: SensorSize = None, *, chunk_events: int = 1_000_000) -> Opened:
+    """Chunked reading in bounded memory (see :func:`evssl.events.io.iter_events`)."""
+    chunk_events = check_chunk_events(chunk_events)
+    if kernels() is None:
+        ev, inferred = _read(path, sensor_size)
+        return fallback_open(ev, inferred, chunk_events, source_name(path))
+    given = caller_size(sensor_size, source_name(path))
+    source, stated = _source(path)
+    return open_chunks(SPEC, source, given, stated, (), chunk_events, EMPTY)
+
+
+def _read(path: PathLike, sensor_size: SensorSize) -> tuple[Events, bool]:
+    given = caller_size(sensor_size, source_name(path))
+    source, stated = _source(path)
+    if kernels() is not None:
+        return read_whole(SPEC, source, given, stated, (), source.length + 16, EMPTY)
+    return _read_numpy(source, given, stated)
+
+
+def _read_numpy(source: Source, given: tuple[int, int] | str | None, stated: tuple[int, int] | None) -> tuple:
+    """The numpy fallback (and reference): :func:`decode_evt3`, then validation of the whole file."""
+    src = source.src
+    words = source.array()
+    x, y, t, p = decode_evt3(words)
+    if not len(x):
+        typ = words >> 12
+        emit = np.flatnonzero((typ == ADDR_X) | (((typ == VECT_12) | (typ == VECT_8)) & ((words & 0xFFF) > 0)))
+        if len(emit):
+            raise EventFormatError(
+                src,
+                "time_high"
+                if not (typ == TIME_HIGH).any()
+                else "addr_y"
+                if not (typ == ADDR_Y).any()
+                else "vect_base_x",
+                f"{len(emit)} event words but no state (time base, row, vector base) before them "
+                f"(first event word at byte offset {source.body_offset + 2 * int(emit[0])})",
+            )
+        raise EmptyRecordingError(src, f"no events: {EMPTY}", given if isinstance(given, tuple) else stated)
+    size, inferred = choose_size(given, stated, max_xy(x, y), (), src)
+    return build_events(x, y, t, p, size, src), inferred

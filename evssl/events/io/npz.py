@@ -17,7 +17,9 @@ them has a fractional part, else as µs (a float column of whole seconds must be
 in {0, 1} (or bool) are OFF/ON; values in {-1, +1} are kept; anything else is an error.
 
 Sensor size (``(height, width)``): the caller's ``sensor_size``, else the file's own, else 480x640 for the
-N-ImageNet layouts, else max coordinate + 1.
+N-ImageNet layouts, else max coordinate + 1 (these last two are *inferred*). A file size (``sensor_size``,
+``height``/``width``) that is not a pair of integers in [1, 32767] raises naming the key. Zero events raise
+:class:`~evssl.events.io._common.EmptyRecordingError`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,19 @@ import zlib
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, SensorSize, check_coords, resolve_size, source_name
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    caller_size,
+    check_coords,
+    check_size,
+    choose_size,
+    max_xy,
+    source_name,
+    whole_file_opened,
+)
 from evssl.events.schema import EventFormatError, Events
 
 NIMAGENET_SIZE = (480, 640)
@@ -59,9 +73,19 @@ def _columns_from_npz(z: np.lib.npyio.NpzFile, src: str) -> tuple[dict[str, np.n
     size = None
     if "sensor_size" in keys:
         hw = np.asarray(z["sensor_size"]).ravel()
-        size = (int(hw[0]), int(hw[1]))
-    elif "height" in keys and "width" in keys:
-        size = (int(z["height"]), int(z["width"]))
+        if hw.size != 2 or hw.dtype.kind not in "iuf":
+            raise EventFormatError(src, "sensor_size", f"expected 2 numbers (height, width), got {hw.dtype} {hw.shape}")
+        size = check_size(hw[0].item(), hw[1].item(), src, "sensor_size")
+    elif "height" in keys or "width" in keys:
+        vals = []
+        for key in ("height", "width"):
+            if key not in keys:
+                raise EventFormatError(src, key, "the file has 'height' or 'width' but not both")
+            v = np.asarray(z[key])
+            if v.size != 1 or v.dtype.kind not in "iuf":
+                raise EventFormatError(src, key, f"expected one number, got {v.dtype} {v.shape}")
+            vals.append(v.ravel()[0].item())
+        size = check_size(vals[0], vals[1], src, "height/width")
     return cols, size, "x_pos" in keys
 
 
@@ -115,7 +139,25 @@ def read_npz(
     columns: str = "xytp",
 ) -> Events:
     """Read an N-ImageNet ``.npz`` or a generic ``.npz``/``.npy`` event array (see the module doc for the rules)."""
+    return _read(path, sensor_size, time_unit, columns)[0]
+
+
+def open_npz(
+    path: PathLike,
+    sensor_size: SensorSize = None,
+    *,
+    time_unit: str = "auto",
+    columns: str = "xytp",
+    chunk_events: int = 1_000_000,
+) -> Opened:
+    """Chunked reading (numpy files are loaded whole by numpy anyway: read, then split)."""
+    ev, inferred = _read(path, sensor_size, time_unit, columns)
+    return whole_file_opened(ev, inferred, chunk_events)
+
+
+def _read(path: PathLike, sensor_size: SensorSize, time_unit: str, columns: str) -> tuple[Events, bool]:
     src = source_name(path)
+    given = caller_size(sensor_size, src)
     file_size: tuple[int, int] | None = None
     nimagenet = False
     try:
@@ -154,6 +196,9 @@ def read_npz(
     check_coords(x, y, src)
     x = x.astype(np.int64)
     y = y.astype(np.int64)
+    if not len(x):
+        stated = given if isinstance(given, tuple) else file_size
+        raise EmptyRecordingError(src, "no events: the arrays are empty", stated)
     defaults = (NIMAGENET_SIZE,) if nimagenet else ()
-    size = resolve_size(sensor_size if sensor_size is not None else file_size, x, y, defaults, src)
-    return Events.from_arrays(x, y, t, p, size[0], size[1], polarity=polarity, source=src)
+    size, inferred = choose_size(given, file_size, max_xy(x, y), defaults, src)
+    return Events.from_arrays(x, y, t, p, size[0], size[1], polarity=polarity, source=src), inferred

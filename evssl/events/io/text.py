@@ -23,10 +23,24 @@ fits, else max coordinate + 1.
 from __future__ import annotations
 
 import io
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
-from evssl.events.io._common import PathLike, SensorSize, check_coords, resolve_size, source_name
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    StreamChecks,
+    caller_size,
+    check_chunk_events,
+    choose_size,
+    max_xy,
+    rechunk,
+    source_name,
+)
 from evssl.events.schema import EventFormatError, Events
 
 DAVIS240_SIZE = (180, 240)
@@ -111,7 +125,9 @@ def _parse_fast(data: bytes, col: dict[str, int], exponent: int) -> dict[str, np
     if b"e" in data or b"E" in data:
         return None
     try:
-        arr = np.loadtxt(io.BytesIO(data.replace(b",", b" ")), dtype=np.float64, comments="#", ndmin=2)
+        with warnings.catch_warnings():  # a block of comments only: "input contained no data"
+            warnings.simplefilter("ignore", UserWarning)
+            arr = np.loadtxt(io.BytesIO(data.replace(b",", b" ")), dtype=np.float64, comments="#", ndmin=2)
     except ValueError:
         return None
     if arr.size == 0:
@@ -158,26 +174,16 @@ def _scale(mant: np.ndarray, frac: np.ndarray, exponent: int, source: str, field
     return out
 
 
-def read_text(
-    path: PathLike,
-    sensor_size: SensorSize = None,
-    *,
-    columns: str = "txyp",
-    time_unit: str = "s",
-) -> Events:
-    """Read an Event Camera Dataset ``events.txt`` (or any whitespace-separated text with the given ``columns``).
-
-    ``time_unit`` is the unit of the ``t`` column (``"s"``, ``"ms"``, ``"us"`` or ``"ns"``); it is converted
-    exactly to integer µs. See the module doc for the parsing and sensor-size rules.
-    """
-    src = source_name(path)
+def _check_args(columns: str, time_unit: str) -> tuple[dict[str, int], int]:
     if sorted(columns) != sorted("txyp"):
         raise ValueError(f"columns must be a permutation of 'txyp', got {columns!r}")
     if time_unit not in TIME_EXPONENT:
         raise ValueError(f"time_unit must be one of {sorted(TIME_EXPONENT)}, got {time_unit!r}")
-    col = {name: i for i, name in enumerate(columns)}
-    exp = TIME_EXPONENT[time_unit]
-    cols: dict[str, list[np.ndarray]] = {f: [] for f in "txyp"}
+    return {name: i for i, name in enumerate(columns)}, TIME_EXPONENT[time_unit]
+
+
+def _blocks(path: PathLike, col: dict[str, int], exp: int, src: str) -> Iterator[tuple[np.ndarray, ...]]:
+    """Parsed ``(x, y, t, p)`` int64 columns of successive blocks of whole lines (:data:`CHUNK_BYTES` each)."""
     n_events = 0
     line0 = 0
     with open(path, "rb") as f:
@@ -192,41 +198,137 @@ def read_text(
                 data, rest = data[:cut], data[cut:]
             if not data:
                 continue
-            fast = _parse_fast(data, col, exp)
-            parsed = _parse_chunk(data, 4, src, line0) if fast is None else None
-            if fast is not None:
-                for name in "txyp":
-                    cols[name].append(fast[name])
-            elif parsed is None:
-                arr = np.loadtxt(io.BytesIO(data), dtype=np.float64, comments="#", ndmin=2).reshape(-1, 4)
-                cols["t"].append(np.rint(arr[:, col["t"]] * 10.0**exp).astype(np.int64))
-                for name in "xyp":
-                    v = arr[:, col[name]]
-                    frac = v != np.round(v)
-                    if frac.any():
-                        i = int(np.flatnonzero(frac)[0])
-                        raise EventFormatError(src, name, f"non-integer value {v[i]}", n_events + i)
-                    cols[name].append(v.astype(np.int64))
-            else:
-                mant, frac = parsed
-                cols["t"].append(_scale(mant[:, col["t"]], frac[:, col["t"]], exp, src, "t", n_events))
-                for name in "xyp":
-                    m, fr = mant[:, col[name]], frac[:, col[name]]
-                    exact = _scale(m, fr, 0, src, name, n_events)
-                    inexact = m != exact * _POW10[np.minimum(fr, 18)]
-                    if inexact.any():
-                        i = int(np.flatnonzero(inexact)[0])
-                        raise EventFormatError(src, name, "non-integer value", n_events + i)
-                    cols[name].append(exact)
-            n_events += len(cols["t"][-1])
+            out = _parse_block(data, col, exp, src, line0, n_events)
+            n_events += len(out["t"])
             line0 += data.count(b"\n")
-    x, y, t, p = (np.concatenate(cols[f]) if cols[f] else np.zeros(0, np.int64) for f in "xytp")
+            yield out["x"], out["y"], out["t"], out["p"]
+
+
+def _parse_block(data: bytes, col: dict[str, int], exp: int, src: str, line0: int, n_events: int) -> dict:
+    fast = _parse_fast(data, col, exp)
+    if fast is not None:
+        return fast
+    parsed = _parse_chunk(data, 4, src, line0)
+    out: dict[str, np.ndarray] = {}
+    if parsed is None:
+        arr = np.loadtxt(io.BytesIO(data), dtype=np.float64, comments="#", ndmin=2).reshape(-1, 4)
+        out["t"] = np.rint(arr[:, col["t"]] * 10.0**exp).astype(np.int64)
+        for name in "xyp":
+            v = arr[:, col[name]]
+            frac = v != np.round(v)
+            if frac.any():
+                i = int(np.flatnonzero(frac)[0])
+                raise EventFormatError(src, name, f"non-integer value {v[i]}", n_events + i)
+            out[name] = v.astype(np.int64)
+        return out
+    mant, frac = parsed
+    out["t"] = _scale(mant[:, col["t"]], frac[:, col["t"]], exp, src, "t", n_events)
+    for name in "xyp":
+        m, fr = mant[:, col[name]], frac[:, col[name]]
+        exact = _scale(m, fr, 0, src, name, n_events)
+        inexact = m != exact * _POW10[np.minimum(fr, 18)]
+        if inexact.any():
+            i = int(np.flatnonzero(inexact)[0])
+            raise EventFormatError(src, name, "non-integer value", n_events + i)
+        out[name] = exact
+    return out
+
+
+def _check_xy(x: np.ndarray, y: np.ndarray, src: str, offset: int) -> None:
     for name, arr in (("x", x), ("y", y)):
         neg = arr < 0
         if neg.any():
             i = int(np.flatnonzero(neg)[0])
-            raise EventFormatError(src, name, f"negative value {arr[i]}", i)
-    check_coords(x, y, src)
+            raise EventFormatError(src, name, f"negative value {arr[i]}", offset + i)
+        big = arr > np.iinfo(np.int16).max
+        if big.any():
+            i = int(np.flatnonzero(big)[0])
+            raise EventFormatError(src, name, f"value {arr[i]} does not fit int16", offset + i)
+
+
+def read_text(
+    path: PathLike,
+    sensor_size: SensorSize = None,
+    *,
+    columns: str = "txyp",
+    time_unit: str = "s",
+) -> Events:
+    """Read an Event Camera Dataset ``events.txt`` (or any whitespace-separated text with the given ``columns``).
+
+    ``time_unit`` is the unit of the ``t`` column (``"s"``, ``"ms"``, ``"us"`` or ``"ns"``); it is converted
+    exactly to integer µs. See the module doc for the parsing and sensor-size rules.
+    """
+    src = source_name(path)
+    col, exp = _check_args(columns, time_unit)
+    given = caller_size(sensor_size, src)
+    parts = list(_blocks(path, col, exp, src))
+    x, y, t, p = (np.concatenate([b[i] for b in parts]) if parts else np.zeros(0, np.int64) for i in range(4))
+    if not len(x):
+        raise EmptyRecordingError(src, "no events: no event lines", given if isinstance(given, tuple) else None)
+    _check_xy(x, y, src, 0)
     polarity = "pm1" if len(p) and p.min() < 0 else "01"
-    size = resolve_size(sensor_size, x, y, (DAVIS240_SIZE,), src)
+    size, _ = choose_size(given, None, max_xy(x, y), (DAVIS240_SIZE,), src)
     return Events.from_arrays(x, y, t, p, size[0], size[1], polarity=polarity, source=src)
+
+
+def open_text(
+    path: PathLike,
+    sensor_size: SensorSize = None,
+    *,
+    columns: str = "txyp",
+    time_unit: str = "s",
+    chunk_events: int = 1_000_000,
+) -> Opened:
+    """Chunked reading in bounded memory (one block of :data:`CHUNK_BYTES` text at a time).
+
+    Without a caller ``sensor_size`` the size rule needs the largest coordinates first: the file is then parsed
+    twice (a pre-pass for max x/y and the polarity convention, then the chunks). Polarity: 1 is ON, 0 and -1 are OFF;
+    a file that mixes 0 and -1 raises (as :func:`read_text` does).
+    """
+    src = source_name(path)
+    col, exp = _check_args(columns, time_unit)
+    chunk_events = check_chunk_events(chunk_events)
+    given = caller_size(sensor_size, src)
+    stated = given if isinstance(given, tuple) else None
+    inferred = False
+    if stated is None:
+        mx = my = -1
+        count = 0
+        for x, y, _, _ in _blocks(path, col, exp, src):
+            _check_xy(x, y, src, count)
+            count += len(x)
+            if len(x):
+                mx, my = max(mx, int(x.max())), max(my, int(y.max()))
+        if not count:
+            raise EmptyRecordingError(src, "no events: no event lines", None)
+        size, inferred = choose_size(given, None, (mx, my), (DAVIS240_SIZE,), src)
+    else:
+        size = stated
+
+    def chunks() -> Iterator[Events]:
+        checks = StreamChecks(src, size)
+        seen_zero = seen_minus = False
+        pieces = rechunk(_blocks(path, col, exp, src), chunk_events)
+        for x, y, t, p in pieces:
+            _check_xy(x, y, src, checks.count)
+            bad = (p != 0) & (p != 1) & (p != -1)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise EventFormatError(src, "p", f"value {p[i]} is not 0/1 or -1/+1", checks.count + i)
+            seen_zero |= bool((p == 0).any())
+            seen_minus |= bool((p == -1).any())
+            if seen_zero and seen_minus:
+                i = int(np.flatnonzero(p == (0 if (p == 0).any() else -1))[0])
+                raise EventFormatError(src, "p", "the file mixes 0/1 and -1/+1 polarities", checks.count + i)
+            ev = Events(
+                x.astype(np.int16),
+                y.astype(np.int16),
+                t.astype(np.int64, copy=False),
+                np.where(p > 0, 1, -1).astype(np.int8),
+                size[0],
+                size[1],
+            )
+            yield checks.check(ev)
+        checks.finish(stated, "no event lines")
+
+    return Opened(size, inferred, chunks())

@@ -74,8 +74,11 @@ def test_bin40_default_size_atis_and_fit(tmp_path, rng):
 
 
 def test_bin40_empty_file(tmp_path):
-    out = read_bin40(write(tmp_path, "e.bin", b""))
-    assert len(out) == 0 and out.sensor_size == (34, 34)
+    from evssl.events.io import EmptyRecordingError
+
+    with pytest.raises(EmptyRecordingError, match="no events") as info:
+        read_bin40(write(tmp_path, "e.bin", b""))
+    assert info.value.sensor_size is None
 
 
 # ------------------------------------------------------------------------------------------------ dat
