@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METRICS", "curve_rows", "mean_std", "paired_difference", "summary_rows", "to_csv", "to_markdown"]
+__all__ = [
+    "METRICS",
+    "curve_rows",
+    "curves_markdown",
+    "mean_std",
+    "paired_difference",
+    "summary_rows",
+    "to_csv",
+    "to_markdown",
+]
 
 METRICS = ("linear", "knn")
 
@@ -99,7 +108,8 @@ def to_markdown(summary: list[dict[str, Any]], title: str = "") -> str:
     """The results table: accuracy (%) mean ± std over seeds and paired difference to random init ± SE."""
     lines = [title, ""] if title else []
     lines += [
-        "| backbone | linear probe (%) | Δ linear vs random (± SE) | kNN (%) | Δ kNN vs random (± SE) | seeds | steps |",
+        "| backbone | linear probe (%) | Δ linear vs random (± SE) | kNN (%) | Δ kNN vs random (± SE) "
+        "| seeds | steps |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in summary:
@@ -107,7 +117,8 @@ def to_markdown(summary: list[dict[str, Any]], title: str = "") -> str:
             lines.append(f"| {s['label']} | not run: {s['reason']} | | | | | |")
             continue
         lines.append(
-            f"| {s['label']} | {_pct(s['linear_mean'], s['linear_std'])} | {_diff(s['linear_diff'], s['linear_diff_se'])}"
+            f"| {s['label']} | {_pct(s['linear_mean'], s['linear_std'])}"
+            f" | {_diff(s['linear_diff'], s['linear_diff_se'])}"
             f" | {_pct(s['knn_mean'], s['knn_std'])} | {_diff(s['knn_diff'], s['knn_diff_se'])}"
             f" | {len(s['seeds'])} | {s['steps'] if s['steps'] is not None else ''} |"
         )

@@ -40,7 +40,7 @@ from lightning.pytorch.callbacks import Callback
 from evssl.benchmark.config import GridConfig, set_dotted
 from evssl.benchmark.registry import METHODS, MethodEntry, store_capabilities, unavailable_reason
 
-__all__ = ["BenchmarkRunner", "ExportAt", "RANDOM", "SUPERVISED"]
+__all__ = ["RANDOM", "SUPERVISED", "BenchmarkRunner", "ExportAt"]
 
 RANDOM = "random"
 SUPERVISED = "supervised"
