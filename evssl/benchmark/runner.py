@@ -182,14 +182,23 @@ class BenchmarkRunner:
         return int(self._instantiate(self.grid.representation).channels)
 
     # ---------------------------------------------------------------------------------------------- configs
+    def resolve(self, config_path: str) -> Path:
+        """A fit config path as given (relative to the working directory), else relative to a folder above the grid
+        file (so ``experiments/smoke/brave.yaml`` works from any directory)."""
+        path = Path(config_path)
+        if path.is_file():
+            return path
+        for parent in self.grid.path.resolve().parents:
+            if (parent / path).is_file():
+                return parent / path
+        raise FileNotFoundError(f"{self.grid.path}: fit config {config_path} not found")
+
     def fit_config(self, config_path: str, seed: int, overrides: dict[str, Any], backbone_keys: tuple[str, ...],
                    is_method: bool) -> dict[str, Any]:  # fmt: skip
         """The method's fit config with the grid's backbone, input, data source and seed forced in."""
         import yaml
 
-        path = Path(config_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.grid.path}: fit config {path} not found")
+        path = self.resolve(config_path)
         cfg = yaml.safe_load(path.read_text()) or {}
         cfg["seed_everything"] = int(seed)
         cfg["trainer"] = {
