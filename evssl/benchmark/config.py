@@ -23,6 +23,8 @@
       knn_temperature: 0.07
       batch_size: 64
     supervised: {config: experiments/smoke/supervised.yaml, steps: null, overrides: {}}
+    diagnostics: true                 # attach evssl.callbacks.PretrainDiagnostics to every pre-training run
+                                      # (or a mapping of its arguments); logged to each run's metrics.csv
     methods:
       - name: brave                   # a registry entry (evssl.benchmark.registry.METHODS)
         config: experiments/smoke/brave.yaml   # default: the entry's config
@@ -116,6 +118,7 @@ class GridConfig:
     eval: EvalSpec
     trainer: dict[str, Any]
     out_dir: Path
+    diagnostics: dict[str, Any] | None = None
 
     @property
     def backbone_family(self) -> str:
@@ -202,4 +205,15 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> GridConfig
         eval=ev,
         trainer=dict(raw.get("trainer") or {"accelerator": "cpu", "devices": 1}),
         out_dir=out,
+        diagnostics=_diagnostics(raw.get("diagnostics"), where),
     )
+
+
+def _diagnostics(value: Any, where: str) -> dict[str, Any] | None:
+    if value in (None, False):
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, dict):
+        raise GridConfigError(f"{where}: field 'diagnostics' must be true/false or PretrainDiagnostics arguments")
+    return dict(value)

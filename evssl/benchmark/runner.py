@@ -241,7 +241,7 @@ class BenchmarkRunner:
             max_steps=steps,
             max_epochs=-1,
             logger=CSVLogger(str(run_dir), name="", version=""),
-            callbacks=[export, *self._extra_callbacks()],
+            callbacks=[export, *self._extra_callbacks(cfg)],
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -258,8 +258,14 @@ class BenchmarkRunner:
         return {"wall_s": time.time() - t0, "exports": {str(k): v for k, v in export.written.items()},
                 "global_step": int(trainer.global_step)}  # fmt: skip
 
-    def _extra_callbacks(self) -> list[Any]:
-        return []
+    def _extra_callbacks(self, cfg: dict[str, Any]) -> list[Any]:
+        """:class:`~evssl.callbacks.diagnostics.PretrainDiagnostics` on pre-training runs with ``diagnostics``."""
+        is_method = "probe" in (cfg.get("model", {}).get("init_args") or {})
+        if self.grid.diagnostics is None or not is_method:
+            return []
+        from evssl.callbacks.diagnostics import PretrainDiagnostics
+
+        return [PretrainDiagnostics(**self.grid.diagnostics)]
 
     def _random_export(self, seed: int, run_dir: Path) -> dict[str, Any]:
         from lightning.pytorch import seed_everything
@@ -334,7 +340,7 @@ class BenchmarkRunner:
                     is_method = r["kind"] == "method"
                     keys = r["entry"].backbone_keys if is_method else ("model.init_args.backbone",)
                     cfg = self.fit_config(r["config"], seed, r["overrides"], keys, is_method)
-                key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points})
+                key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics})
                 bar.set_postfix_str(f"{r['name']} seed {seed}: pre-train")
                 pre_path = run_dir / "pretrain.json"
                 pre = _read_json(pre_path)

@@ -20,8 +20,9 @@ r"""Training diagnostics of a pre-training run, logged per epoch (issue 17 §1: 
   (by the group's ``name``), measured before the optimizer step (after gradient scaling rules of the group are
   *not* applied: it is the raw ``.grad``);
 * ``diag/data/events_per_window`` (mean, and ``_min``) and ``diag/data/empty_pixel_fraction`` — the data the model
-  sees: events per training sample of ``batch["events"]`` and the fraction of pixels where every channel of
-  ``batch["input"]`` is zero.
+  sees: events per training sample of the event stream represented into ``batch["input"]`` (other streams, e.g.
+  BraVe's broad views, as ``diag/data/<key>/events_per_window``) and the fraction of pixels where every channel
+  of ``batch["input"]`` is zero.
 """
 
 from __future__ import annotations
@@ -146,7 +147,12 @@ class PretrainDiagnostics(Callback):
         projector = getattr(pl_module, self.projector_attr, None) if self.projector_attr else None
         for b in batches:
             x = b["input"].to(pl_module.device)
-            f = pl_module.probe_features({"input": x}) if hasattr(pl_module, "probe_features") else pl_module(x)
+            if hasattr(pl_module, "probe_features"):
+                f = pl_module.probe_features({"input": x})
+            elif hasattr(pl_module, "features"):  # Classifier
+                f = pl_module.features({"input": x})
+            else:
+                f = pl_module.backbone(x)
             feats.append(f.float().cpu())
             labels.append(b["label"])
             if projector is not None:
@@ -165,14 +171,27 @@ class PretrainDiagnostics(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if not isinstance(batch, dict):
             return
-        ev = batch.get("events")
-        if ev is not None and hasattr(ev, "batch_index"):
+        streams = {k: v for k, v in batch.items() if hasattr(v, "batch_index") and hasattr(v, "batch_size")}
+        main = self._input_key(trainer, streams)
+        for key, ev in streams.items():
             counts = events_per_window(ev.batch_index, int(ev.batch_size)).double()
-            self._add("data/events_per_window", float(counts.mean()))
-            self._add("data/events_per_window_min", float(counts.min()))
+            prefix = "data" if key == main else f"data/{key}"
+            self._add(f"{prefix}/events_per_window", float(counts.mean()))
+            self._add(f"{prefix}/events_per_window_min", float(counts.min()))
         x = batch.get("input")
         if isinstance(x, Tensor) and x.dim() == 4:
             self._add("data/empty_pixel_fraction", empty_pixel_fraction(x))
+
+    @staticmethod
+    def _input_key(trainer: Trainer, streams: dict[str, Any]) -> str | None:
+        """The event key represented into ``batch["input"]`` (the sampler's ``representation_keys``)."""
+        sampler = getattr(getattr(trainer, "datamodule", None), "sampler", None)
+        try:
+            keys = sampler.representation_keys() if sampler is not None else {}
+        except (AttributeError, TypeError):
+            keys = {}
+        main = next((k for k, out in keys.items() if out == "input" and k in streams), None)
+        return main or ("events" if "events" in streams else next(iter(streams), None))
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         for i, group in enumerate(optimizer.param_groups):
