@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "write_outputs"]
+__all__ = ["comparison_lines", "main", "write_outputs"]
 
 
 def write_outputs(grid: Any, result: dict[str, Any]) -> dict[str, Path]:
@@ -57,6 +57,29 @@ def write_outputs(grid: Any, result: dict[str, Any]) -> dict[str, Path]:
     return paths
 
 
+def comparison_lines(result: dict[str, Any]) -> list[str]:
+    """``pre-trained X vs random init Y vs supervised Z`` (linear probe, mean over seeds) per pre-training method."""
+    from evssl.benchmark.report import summary_rows
+
+    summary = {s["name"]: s for s in summary_rows(result["rows"], result["records"])}
+    rand, sup = summary.get("random"), summary.get("supervised")
+
+    def pct(s: dict[str, Any] | None) -> str:
+        return "n/a" if s is None or s["reason"] or not s["seeds"] else f"{100 * s['linear_mean']:.1f}%"
+
+    lines = []
+    for row in result["rows"]:
+        s = summary[row["name"]]
+        if row["kind"] != "method" or s["reason"] or not s["seeds"]:
+            continue
+        wins = sum(a > b for a, b in zip(s["linear_per_seed"], rand["linear_per_seed"])) if rand else 0
+        lines.append(
+            f"linear probe (test): pre-trained {row['label']} {pct(s)} vs random init {pct(rand)} vs supervised "
+            f"{pct(sup)}  (pre-trained > random init on {wins}/{len(s['seeds'])} seeds)"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """``evssl benchmark --config GRID.yaml [--out DIR] [--no-progress]``."""
     parser = argparse.ArgumentParser(
@@ -80,10 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         grid = load_grid(args.config, args.out)
     except GridConfigError as err:
         parser.exit(2, f"evssl benchmark: error: {err}\n")
-    result = BenchmarkRunner(grid, progress=not args.no_progress).run()
+    try:
+        result = BenchmarkRunner(grid, progress=not args.no_progress).run()
+    except FileNotFoundError as err:
+        parser.exit(
+            2, f"evssl benchmark: error: {err} (config {args.config}; convert the data first, see its header)\n"
+        )
     paths = write_outputs(grid, result)
     print(paths["results.md"].read_text())
     print(paths["curves.md"].read_text())
+    for line in comparison_lines(result):
+        print(line)
     print(f"({result['wall_s']:.0f} s; tables {paths['results.md']} {paths['results.csv']}; chart "
           f"{paths['chart.png']}; learning curves {paths['curves.png']})")  # fmt: skip
     sys.stdout.flush()

@@ -106,8 +106,11 @@ class _BackboneHolder:
 class BenchmarkRunner:
     """Runs (or re-reads from its cache) one grid; :meth:`run` returns the per-run records."""
 
-    def __init__(self, grid: GridConfig, progress: bool = True, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self, grid: GridConfig, progress: bool = True, log: Callable[[str], None] = print, keep_going: bool = True
+    ) -> None:
         self.grid = grid
+        self.keep_going = keep_going
         self.progress = progress
         self.log = log
         self.root = grid.out_dir
@@ -325,6 +328,8 @@ class BenchmarkRunner:
         for seed in g.seeds:
             for r in runnable:
                 points = [0] if r["kind"] == RANDOM else (g.checkpoints if r["kind"] == "method" else [r["steps"]])
+                if r["kind"] == "method" and r["steps"] != g.steps:  # pragma: no cover - one budget per grid
+                    raise ValueError(f"{g.path}: every method runs pretrain.steps={g.steps}")
                 jobs.append((r, seed, points))
         total = sum(1 + len(p) for _, _, p in jobs)
         t0 = time.time()
@@ -333,6 +338,9 @@ class BenchmarkRunner:
         with tqdm(total=total, desc=f"benchmark {g.name}", unit="stage", disable=not self.progress,
                   dynamic_ncols=True) as bar:  # fmt: skip
             for r, seed, points in jobs:
+                if r["reason"] is not None:  # failed on an earlier seed
+                    bar.update(1 + len(points))
+                    continue
                 run_dir = self.root / "runs" / r["name"] / f"seed{seed}"
                 if r["kind"] == RANDOM:
                     cfg = {"backbone": g.backbone, "in_chans": self.in_channels(), "seed": seed}
@@ -345,11 +353,18 @@ class BenchmarkRunner:
                 pre_path = run_dir / "pretrain.json"
                 pre = _read_json(pre_path)
                 if pre is None or pre.get("key") != key or not all(Path(p).is_file() for p in pre["exports"].values()):
-                    if r["kind"] == RANDOM:
-                        pre = self._random_export(seed, run_dir)
-                    else:
-                        pre = self._train(cfg, run_dir, int(r["steps"]), points if r["kind"] == "method" else [
-                            r["steps"]], with_zero=False)  # fmt: skip
+                    try:
+                        if r["kind"] == RANDOM:
+                            pre = self._random_export(seed, run_dir)
+                        else:
+                            pre = self._train(cfg, run_dir, int(r["steps"]), points, with_zero=False)
+                    except Exception as err:  # one failing method must not sink the grid: its row says why
+                        if not self.keep_going:
+                            raise
+                        r["reason"] = f"failed on seed {seed}: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                        self.log(f"evssl benchmark: {r['name']} seed {seed} failed ({r['reason']}); see {run_dir}")
+                        bar.update(1 + len(points))
+                        continue
                     pre["key"] = key
                     _write_json(pre_path, pre)
                 bar.update(1)
