@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, type=Path, help="benchmark grid YAML (experiments/benchmark/)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the grid's out_dir)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the grid's seeds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     try:
         grid = load_grid(args.config, args.out)
+        if args.seeds:
+            grid.seeds = list(args.seeds)
     except GridConfigError as err:
         parser.exit(2, f"evssl benchmark: error: {err}\n")
     try:

@@ -361,7 +361,11 @@ class BenchmarkRunner:
                     except Exception as err:  # one failing method must not sink the grid: its row says why
                         if not self.keep_going:
                             raise
-                        r["reason"] = f"failed on seed {seed}: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                        root: BaseException = err
+                        while root.__cause__ is not None or root.__context__ is not None:
+                            root = root.__cause__ or root.__context__  # type: ignore[assignment]
+                        msg = (str(root).splitlines() or [""])[0][:200]
+                        r["reason"] = f"failed on seed {seed}: {type(root).__name__}: {msg}"
                         self.log(f"evssl benchmark: {r['name']} seed {seed} failed ({r['reason']}); see {run_dir}")
                         bar.update(1 + len(points))
                         continue
