@@ -219,6 +219,9 @@ class BenchmarkRunner:
         set_dotted(cfg, "data.init_args.representation", self.grid.representation)
         set_dotted(cfg, "data.init_args.num_workers", 0)
         set_dotted(cfg, "data.init_args.persistent_workers", False)
+        for k, v in d.items():  # other data keys (e.g. val_split: null for a store without one) go to every run
+            if k not in ("source", "synthetic_size", "seed"):
+                set_dotted(cfg, f"data.init_args.{k}", v)
         if is_method:
             set_dotted(cfg, "model.init_args.probe", {"enabled": False})  # the benchmark probes offline
         for key, value in overrides.items():

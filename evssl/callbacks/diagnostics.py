@@ -3,9 +3,10 @@ r"""Training diagnostics of a pre-training run, logged per epoch (issue 17 §1: 
 :class:`PretrainDiagnostics` logs under ``diag/``:
 
 * ``diag/knn_acc`` (and ``diag/linear_acc`` with ``linear: true``) — a cheap probe of the *current* backbone on a
-  fixed labelled subset: the first ``num_train`` / ``num_eval`` recordings of the train / validation (or test)
-  split as plain evaluation windows (the data module's ``eval_sampler``, ``train=False``: deterministic), backbone
-  in eval mode; weighted kNN vote (:func:`evssl.benchmark.evaluate.knn_classify`, Wu et al. 2018) and optionally
+  fixed labelled subset: the first ``num_train`` / ``num_eval`` recordings of the train / validation split (no
+  validation split: the train split's last ``num_eval`` recordings, disjoint from the first ``num_train``) as
+  plain evaluation windows (the data module's ``eval_sampler``, ``train=False``: deterministic), backbone in eval
+  mode; weighted kNN vote (:func:`evssl.benchmark.evaluate.knn_classify`, Wu et al. 2018) and optionally
   the L-BFGS logistic probe (:func:`evssl.benchmark.evaluate.linear_probe`);
 * collapse monitors on the same subset, for the pooled backbone features ``f`` and the projections
   ``g(f)`` (``pl_module.<projector_attr>`` when present):
@@ -74,7 +75,8 @@ class PretrainDiagnostics(Callback):
     Args:
         num_train: recordings of the train split in the probe's memory bank (first ones, fixed).
         num_eval: recordings of the evaluation split queried by the probe.
-        eval_split: ``"val"`` or ``"test"`` (the data module's split names; ``val`` falls back to ``test``).
+        eval_split: ``"val"`` (the data module's ``val_split``) or a split name such as ``"test"``; without such a
+            split the probe queries the train split's last ``num_eval`` recordings.
         knn_k, knn_temperature: kNN vote (k neighbours, similarity temperature).
         linear: also fit the L-BFGS logistic probe (a few seconds more per epoch).
         projector_attr: attribute of the method holding its projector (``None`` = only backbone features).
@@ -134,8 +136,15 @@ class PretrainDiagnostics(Callback):
             return [{"input": b["input"].float(), "label": b["label"]} for b in loader]
 
         train = batches(dm.train_split, self.num_train)
-        split = dm.val_split if self.eval_split == "val" and dm.val_split else dm.test_split
+        split = dm.val_split if self.eval_split == "val" else self.eval_split
         evals = batches(split, self.num_eval)
+        if not evals and dm.train_split is not None:  # no validation split: the train split's last recordings
+            idx = dm.split_indices(dm.train_split)
+            if len(idx) > self.num_train:
+                tail = idx[max(self.num_train, len(idx) - self.num_eval) :]
+                ds = StoreDataset(dm.store_path, tail, dm.eval_sampler, train=False, seed=0)
+                loader = DataLoader(ds, batch_size=64, shuffle=False, collate_fn=Collate(dm._transform(False)))
+                evals = [{"input": b["input"].float(), "label": b["label"]} for b in loader]
         if not train or not evals:
             return None
         self._subset = (train, evals, int(dm.num_classes))
