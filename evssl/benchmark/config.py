@@ -25,6 +25,7 @@
     supervised: {config: experiments/smoke/supervised.yaml, steps: null, overrides: {}}
     diagnostics: true                 # attach evssl.callbacks.PretrainDiagnostics to every pre-training run
                                       # (or a mapping of its arguments); logged to each run's metrics.csv
+    wandb: false                      # true: every run also logs to W&B (offline unless WANDB_MODE=online)
     methods:
       - name: brave                   # a registry entry (evssl.benchmark.registry.METHODS)
         config: experiments/smoke/brave.yaml   # default: the entry's config
@@ -119,6 +120,7 @@ class GridConfig:
     trainer: dict[str, Any]
     out_dir: Path
     diagnostics: dict[str, Any] | None = None
+    wandb: bool = False
 
     @property
     def backbone_family(self) -> str:
@@ -206,6 +208,7 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> GridConfig
         trainer=dict(raw.get("trainer") or {"accelerator": "cpu", "devices": 1}),
         out_dir=out,
         diagnostics=_diagnostics(raw.get("diagnostics"), where),
+        wandb=bool(raw.get("wandb", False)),
     )
 
 

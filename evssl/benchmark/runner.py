@@ -233,7 +233,6 @@ class BenchmarkRunner:
                ) -> dict[str, Any]:  # fmt: skip
         import yaml
         from lightning.pytorch import Trainer
-        from lightning.pytorch.loggers import CSVLogger
 
         from evssl.cli_lightning import EvsslCLI
 
@@ -246,7 +245,7 @@ class BenchmarkRunner:
         trainer = Trainer(
             max_steps=steps,
             max_epochs=-1,
-            logger=CSVLogger(str(run_dir), name="", version=""),
+            logger=self._loggers(run_dir),
             callbacks=[export, *self._extra_callbacks(cfg)],
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -263,6 +262,19 @@ class BenchmarkRunner:
             raise RuntimeError(f"{run_dir}: training stopped at step {trainer.global_step} before {missing}")
         return {"wall_s": time.time() - t0, "exports": {str(k): v for k, v in export.written.items()},
                 "global_step": int(trainer.global_step)}  # fmt: skip
+
+    def _loggers(self, run_dir: Path) -> list[Any]:
+        """CSV log in the run folder; with ``wandb: true`` in the grid also a W&B run (offline unless
+        ``WANDB_MODE=online``) named ``<grid>/<method>/seed<k>``."""
+        from lightning.pytorch.loggers import CSVLogger
+
+        loggers: list[Any] = [CSVLogger(str(run_dir), name="", version="")]
+        if self.grid.wandb:
+            from lightning.pytorch.loggers import WandbLogger
+
+            name = f"{self.grid.name}/" + "/".join(run_dir.parts[-2:])
+            loggers.append(WandbLogger(save_dir=str(run_dir), project="evssl-benchmark", name=name))
+        return loggers
 
     def _extra_callbacks(self, cfg: dict[str, Any]) -> list[Any]:
         """:class:`~evssl.callbacks.diagnostics.PretrainDiagnostics` on pre-training runs with ``diagnostics``."""
