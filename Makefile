@@ -13,8 +13,8 @@ install:  ## fresh virtualenv; the CPU torch wheel first (a loose `torch` pulls 
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 
-demo: install  ## supervised training on the bundled synthetic default; prints validation accuracy
-	$(BIN)/evssl fit --config experiments/smoke/supervised.yaml --demo true
+demo: install  ## pre-train (self-supervised) on the bundled tiny synthetic set, export, probe: vs random init vs supervised
+	$(BIN)/evssl benchmark --config experiments/benchmark/demo.yaml --out runs/demo
 
 test: install  ## the whole suite (CPU, tiny synthetic data)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

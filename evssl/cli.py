@@ -40,6 +40,7 @@ EXTRA_COMMANDS = {
     "convert": "convert event recordings (any supported format) into an evssl HDF5 store",
     "synth": "write a synthetic labelled event store (deterministic from --seed)",
     "export": "write a checkpoint's backbone as a plain state dict (+ JSON with its class path and args)",
+    "benchmark": "methods x seeds, one backbone and budget, probed beside random init and supervised (cached)",
 }
 
 
@@ -63,6 +64,7 @@ def _help_text() -> str:
         "  evssl synth --size tiny --seed 0 --out tiny.h5",
         "  evssl convert data/N-Caltech101 --out ncaltech101.h5",
         "  evssl export runs/.../checkpoints/last.ckpt --out backbone.pt",
+        "  evssl benchmark --config experiments/benchmark/smoke.yaml",
         "",
         "W&B logging is offline unless WANDB_MODE=online is set.",
     ]
@@ -125,7 +127,14 @@ def main_export(argv: Sequence[str]) -> int:
     return int(_main(list(argv)) or 0)
 
 
-_EXTRA = {"convert": main_convert, "synth": main_synth, "export": main_export}
+def main_benchmark(argv: Sequence[str]) -> int:
+    """``evssl benchmark --config experiments/benchmark/<name>.yaml`` (see :mod:`evssl.benchmark`)."""
+    from evssl.benchmark import main_benchmark as _main
+
+    return int(_main(list(argv)) or 0)
+
+
+_EXTRA = {"convert": main_convert, "synth": main_synth, "export": main_export, "benchmark": main_benchmark}
 #: Exceptions that are bad input (a file, a field, a value) rather than a bug: reported as one message, exit 1.
 DATA_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, KeyError)
 

@@ -1,0 +1,153 @@
+"""The methods a benchmark grid can name: a small registry of :class:`MethodEntry` rows.
+
+Each entry says where the method lives (module + class), which fit config it starts from (the benchmark overrides
+its backbone, input representation, data source, seed and step budget) and what it needs from the grid, so a
+method that cannot run on a source or a backbone family appears in the table with the reason instead of silently
+missing. An entry whose module is not importable on this branch reports "not on this branch" — EvDistill and
+meta-VO slot in by landing their modules (adjust ``config`` / ``requires`` here when they do).
+
+Add a method: ``register(MethodEntry("name", "evssl.methods.x", "X", "experiments/smoke/x.yaml", ...))``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["METHODS", "MethodEntry", "register", "store_capabilities", "unavailable_reason"]
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One pre-training method as the benchmark runs it.
+
+    Args:
+        name: the grid's ``methods[].name``.
+        module, cls: where the LightningModule lives (``module`` missing = "not on this branch").
+        config: the fit config the benchmark starts from (``evssl fit --config`` form).
+        label: name in tables and charts.
+        backbones: backbone class names the method accepts (``None`` = any with ``num_features``).
+        backbone_reason: why, when ``backbones`` excludes the grid's family.
+        requires: data capabilities the method needs from the store (``"frames"``, ``"poses"``, ``"labels"``).
+        evaluation: ``"probe"`` (linear probe + kNN of the exported backbone) or ``"none"`` (not a classification
+            row: e.g. meta-VO is evaluated by its online VO metrics).
+        backbone_keys: dotted config keys set to the grid's backbone config.
+    """
+
+    name: str
+    module: str
+    cls: str
+    config: str
+    label: str = ""
+    backbones: tuple[str, ...] | None = None
+    backbone_reason: str = ""
+    requires: tuple[str, ...] = ()
+    evaluation: str = "probe"
+    backbone_keys: tuple[str, ...] = ("model.init_args.backbone",)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+    def available(self) -> bool:
+        """Whether the method's module exists on this branch."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:
+            return False
+
+
+METHODS: dict[str, MethodEntry] = {}
+
+
+def register(entry: MethodEntry) -> MethodEntry:
+    """Add (or replace) a registry entry."""
+    METHODS[entry.name] = entry
+    return entry
+
+
+register(MethodEntry("brave", "evssl.methods.brave", "BraVe", "experiments/smoke/brave.yaml", label="BraVe"))
+register(
+    MethodEntry(
+        "ecdp",
+        "evssl.methods.ecdp",
+        "ECDP",
+        "experiments/smoke/ecdp.yaml",
+        label="ECDP",
+        backbones=("VisionTransformer",),
+        backbone_reason="needs a ViT with two special tokens (masked token branches)",
+        requires=("frames",),
+    )
+)
+register(
+    MethodEntry(
+        "ecddp",
+        "evssl.methods.ecddp",
+        "ECDDP",
+        "experiments/smoke/ecddp.yaml",
+        label="ECDDP",
+        backbones=("SwinTransformer",),
+        backbone_reason="needs a four-stage Swin backbone with a mask token",
+    )
+)
+register(
+    MethodEntry(
+        "evdistill",
+        "evssl.methods.evdistill",
+        "EvDistill",
+        "experiments/smoke/evdistill_cls.yaml",
+        label="EvDistill",
+        requires=("frames", "labels"),
+        notes={"uses_labels": "distils a frame teacher trained with labels"},
+    )
+)
+register(
+    MethodEntry(
+        "meta_vo",
+        "evssl.methods.meta_vo",
+        "MetaVO",
+        "experiments/smoke/meta_vo.yaml",
+        label="meta-VO",
+        requires=("poses",),
+        evaluation="none",
+        notes={"metric": "online VO metrics (ATE/RPE) on sequences, not a classification probe"},
+    )
+)
+
+
+def store_capabilities(path: str | Path) -> set[str]:
+    """What a store offers: ``"frames"``, ``"poses"``, ``"labels"`` (from its recording table, read once)."""
+    from evssl.events.io.store import EventStore
+
+    caps: set[str] = set()
+    store = EventStore(path)
+    try:
+        n = len(store)
+        infos = [store.info(i) for i in range(n)]
+        if any(getattr(i, "has_frames", False) for i in infos):
+            caps.add("frames")
+        if any(getattr(i, "num_poses", 0) or getattr(i, "has_poses", False) for i in infos):
+            caps.add("poses")
+        if len(store.classes) > 1:
+            caps.add("labels")
+    finally:
+        store.close()
+    return caps
+
+
+def unavailable_reason(entry: MethodEntry, backbone_family: str, capabilities: set[str]) -> str | None:
+    """Why ``entry`` cannot run on this grid (``None`` = it can)."""
+    if not entry.available():
+        return f"not on this branch ({entry.module} missing)"
+    if entry.evaluation == "none":
+        return f"evaluated elsewhere: {entry.notes.get('metric', 'no probe evaluation')}"
+    if entry.backbones is not None and backbone_family not in entry.backbones:
+        return f"{entry.backbone_reason or 'backbone not supported'} (grid backbone: {backbone_family})"
+    missing = [r for r in entry.requires if r not in capabilities]
+    if missing:
+        return f"the data source has no {', '.join(missing)}"
+    return None

@@ -1,0 +1,157 @@
+r"""Tables of a benchmark: mean ± std over seeds and the paired difference to random init (pure functions).
+
+For a metric :math:`a_s` of a row and :math:`r_s` of random init on seed :math:`s` (same data, same backbone
+architecture, same probe), the paired difference is :math:`d_s = a_s - r_s`, reported as
+:math:`\bar d \pm \mathrm{SE}`, :math:`\mathrm{SE} = \mathrm{sd}(d)/\sqrt{n}` (sample standard deviation,
+``ddof = 1``; 0 with one seed). Means and standard deviations are over seeds (``ddof = 1``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "METRICS",
+    "curve_rows",
+    "curves_markdown",
+    "mean_std",
+    "paired_difference",
+    "summary_rows",
+    "to_csv",
+    "to_markdown",
+]
+
+METRICS = ("linear", "knn")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mu = sum(values) / n
+    sd = math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mu, sd
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
+    """Mean and standard error of ``a[s] - b[s]`` over the seeds both have, and that count."""
+    d = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    if not d:
+        return math.nan, math.nan, 0
+    mu, sd = mean_std(d)
+    return mu, sd / math.sqrt(len(d)), len(d)
+
+
+def _final(records: list[dict[str, Any]], name: str) -> dict[int, dict[str, Any]]:
+    """Per seed, the record of ``name`` at its largest step."""
+    out: dict[int, dict[str, Any]] = {}
+    for r in records:
+        if r["name"] == name and (r["seed"] not in out or r["step"] > out[r["seed"]]["step"]):
+            out[r["seed"]] = r
+    return out
+
+
+def summary_rows(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per grid row: per metric mean, std, paired difference to random init ± SE; reason if not run."""
+    random = _final(records, "random")
+    out = []
+    for row in rows:
+        rec = _final(records, row["name"])
+        item: dict[str, Any] = {"name": row["name"], "label": row["label"], "seeds": sorted(rec),
+                                "steps": max((r["step"] for r in rec.values()), default=None),
+                                "reason": row.get("reason")}  # fmt: skip
+        for m in METRICS:
+            vals = {s: float(r[m]) for s, r in rec.items()}
+            item[f"{m}_mean"], item[f"{m}_std"] = mean_std(list(vals.values()))
+            item[f"{m}_per_seed"] = [vals[s] for s in sorted(vals)]
+            if row["name"] == "random":
+                item[f"{m}_diff"], item[f"{m}_diff_se"] = math.nan, math.nan
+            else:
+                item[f"{m}_diff"], item[f"{m}_diff_se"], _ = paired_difference(
+                    vals, {s: float(r[m]) for s, r in random.items()}
+                )
+        item["pretrain_s"] = mean_std([float(r.get("pretrain_s", 0.0)) for r in rec.values()])[0] if rec else math.nan
+        out.append(item)
+    return out
+
+
+def curve_rows(rows: list[dict[str, Any]], records: list[dict[str, Any]], metric: str = "linear"
+               ) -> list[dict[str, Any]]:  # fmt: skip
+    """Learning curves: ``{"name", "label", "step", "mean", "std", "n"}`` per (row, step); random init at step 0."""
+    out = []
+    for row in rows:
+        steps = sorted({r["step"] for r in records if r["name"] == row["name"]})
+        for step in steps:
+            vals = [float(r[metric]) for r in records if r["name"] == row["name"] and r["step"] == step]
+            mu, sd = mean_std(vals)
+            out.append({"name": row["name"], "label": row["label"], "step": step, "mean": mu, "std": sd,
+                        "n": len(vals)})  # fmt: skip
+    return out
+
+
+def _pct(mu: float, sd: float) -> str:
+    return "—" if math.isnan(mu) else f"{100 * mu:.1f} ± {100 * sd:.1f}"
+
+
+def _diff(mu: float, se: float) -> str:
+    return "—" if math.isnan(mu) else f"{100 * mu:+.1f} ± {100 * se:.1f}"
+
+
+def to_markdown(summary: list[dict[str, Any]], title: str = "") -> str:
+    """The results table: accuracy (%) mean ± std over seeds and paired difference to random init ± SE."""
+    lines = [title, ""] if title else []
+    lines += [
+        "| backbone | linear probe (%) | Δ linear vs random (± SE) | kNN (%) | Δ kNN vs random (± SE) "
+        "| seeds | steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summary:
+        if s["reason"]:
+            lines.append(f"| {s['label']} | not run: {s['reason']} | | | | | |")
+            continue
+        lines.append(
+            f"| {s['label']} | {_pct(s['linear_mean'], s['linear_std'])}"
+            f" | {_diff(s['linear_diff'], s['linear_diff_se'])}"
+            f" | {_pct(s['knn_mean'], s['knn_std'])} | {_diff(s['knn_diff'], s['knn_diff_se'])}"
+            f" | {len(s['seeds'])} | {s['steps'] if s['steps'] is not None else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def curves_markdown(curves: list[dict[str, Any]], metric: str = "linear") -> str:
+    """Learning-curve table: one column per step, one row per backbone (probe accuracy %, mean ± std)."""
+    steps = sorted({c["step"] for c in curves})
+    names = list(dict.fromkeys(c["label"] for c in curves))
+    lines = [f"| {metric} probe (%) | " + " | ".join(f"step {s}" for s in steps) + " |",
+             "|---|" + "---|" * len(steps)]  # fmt: skip
+    for name in names:
+        by = {c["step"]: c for c in curves if c["label"] == name}
+        cells = [_pct(by[s]["mean"], by[s]["std"]) if s in by else "" for s in steps]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]], path: str | Path | None = None) -> str:
+    """CSV text of a list of flat dicts (lists joined by ``;``); written atomically to ``path`` when given."""
+    keys: list[str] = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ";".join(f"{x:.6g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list)
+                    else ("" if v is None else v) for k, v in r.items()})  # fmt: skip
+    text = buf.getvalue()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return text

@@ -1,0 +1,99 @@
+"""`evssl benchmark` end to end on the smoke grid (console script), then cache / resume in-process."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from evssl.benchmark.config import GridConfigError, load_grid
+from evssl.benchmark.main import main
+from evssl.benchmark.registry import METHODS, MethodEntry, unavailable_reason
+from evssl.benchmark.runner import BenchmarkRunner
+from tests.helpers import REPO
+from tests.test_cli import run_evssl
+
+SMOKE = REPO / "experiments" / "benchmark" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    proc = run_evssl(["benchmark", "--config", str(SMOKE), "--out", str(out)], cwd=out.parent, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "it]" in proc.stderr or "stage" in proc.stderr  # the tqdm bar with its ETA went to stderr
+    return out
+
+
+def test_smoke_table(smoke_out: Path) -> None:
+    md = (smoke_out / "results.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ") and "---" not in line}
+    assert {"random init", "BraVe", "supervised", "ECDP"} <= set(rows)
+    assert "not run: needs a ViT" in rows["ECDP"]
+    for name in ("random init", "BraVe", "supervised"):
+        acc = re.findall(r"(\d+\.\d) ± (\d+\.\d)", rows[name])
+        assert acc and all(0.0 <= float(a) <= 100.0 for a, _ in acc), rows[name]
+    assert re.search(r"\| [+-]\d+\.\d ± \d+\.\d \|", rows["BraVe"])  # paired difference to random init
+    with open(smoke_out / "results.csv") as f:
+        table = {r["name"]: r for r in csv.DictReader(f)}
+    assert table["ecdp"]["reason"] and not table["brave"]["reason"]
+    for name in ("random", "brave", "supervised"):
+        assert 0.0 <= float(table[name]["linear_mean"]) <= 1.0
+
+
+def test_smoke_curves_charts_and_logs(smoke_out: Path) -> None:
+    with open(smoke_out / "curves.csv") as f:
+        curves = list(csv.DictReader(f))
+    assert sorted(int(c["step"]) for c in curves if c["name"] == "brave") == [3, 6, 9, 12]
+    assert [int(c["step"]) for c in curves if c["name"] == "random"] == [0]
+    for png in ("chart.png", "curves.png"):
+        with Image.open(smoke_out / png) as img:
+            assert img.format == "PNG" and img.size[0] >= 400
+    log = smoke_out / "runs" / "brave" / "seed0" / "metrics.csv"
+    assert "train/loss" in log.read_text().splitlines()[0]
+    assert (smoke_out / "runs" / "brave" / "seed0" / "backbone_step12.json").is_file()
+
+
+def test_finished_grid_reprints_from_cache_and_resumes_a_stage(smoke_out: Path, monkeypatch, capsys) -> None:
+    def refuse(*a, **k):
+        raise AssertionError("a cached stage was recomputed")
+
+    monkeypatch.setattr(BenchmarkRunner, "_train", refuse)
+    monkeypatch.setattr(BenchmarkRunner, "_random_export", refuse)
+    probe = BenchmarkRunner._probe
+    monkeypatch.setattr(BenchmarkRunner, "_probe", refuse)
+    before = (smoke_out / "results.md").read_text()
+    assert main(["--config", str(SMOKE), "--out", str(smoke_out), "--no-progress"]) == 0
+    assert (smoke_out / "results.md").read_text() == before
+    assert "BraVe" in capsys.readouterr().out
+    # an interrupted benchmark: one probe stage missing -> only that stage runs again
+    (smoke_out / "runs" / "brave" / "seed0" / "probe_step6.json").unlink()
+    calls = []
+    monkeypatch.setattr(BenchmarkRunner, "_probe", lambda self, p: calls.append(p) or probe(self, p))
+    assert main(["--config", str(SMOKE), "--out", str(smoke_out), "--no-progress"]) == 0
+    assert len(calls) == 1 and calls[0].endswith("backbone_step6.pt")
+    assert (smoke_out / "results.md").read_text() == before
+
+
+def test_grid_errors_name_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "g.yaml"
+    bad.write_text("seeds: [0]\nmethods: [brave]\nbackbone: {class_path: x}\nrepresentation: {class_path: y}\n")
+    with pytest.raises(GridConfigError, match=r"g\.yaml: missing field 'pretrain'"):
+        load_grid(bad)
+    bad.write_text(SMOKE.read_text().replace("steps: 12", "steps: 0"))
+    with pytest.raises(GridConfigError, match=r"pretrain\.steps"):
+        load_grid(bad)
+
+
+def test_registry_reasons() -> None:
+    ghost = MethodEntry("ghost", "evssl.methods.not_here", "Ghost", "x.yaml")
+    assert "not on this branch" in unavailable_reason(ghost, "ResNet", {"frames"})
+    assert "no frames" in unavailable_reason(METHODS["ecdp"], "VisionTransformer", set())
+    assert unavailable_reason(METHODS["ecdp"], "VisionTransformer", {"frames"}) is None
+    assert unavailable_reason(METHODS["brave"], "ResNet", set()) is None
+    assert "evaluated elsewhere" in unavailable_reason(
+        MethodEntry("vo", "evssl.methods.brave", "X", "x.yaml", evaluation="none"), "ResNet", set()
+    )
