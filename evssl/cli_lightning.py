@@ -27,7 +27,7 @@ def _import_components() -> None:
     import evssl.events.representations
     import evssl.methods
     import evssl.nn
-    import evssl.tasks  # noqa: F401
+    import evssl.tasks
 
     evssl.data.import_all()
 

@@ -84,7 +84,7 @@ def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_
     assert main(["export", str(ckpt), "--out", str(tmp_path / "bb.pt")]) == 0
     probe_model = {
         "class_path": "evssl.tasks.Classifier",
-        "init_args": {"mode": "linear", "pretrained": str(tmp_path / "bb.pt"), "backbone": tiny, "lr": 1e-2},
+        "init_args": {"mode": "linear", "pretrained": str(tmp_path / "bb.pt"), "backbone": tiny, "optim": {"lr": 1e-2}},
     }
     probe = _cfg(tmp_path, "probe", probe_model, {"train": str(train)})
     assert main(["fit", "--config", str(probe)]) == 0
