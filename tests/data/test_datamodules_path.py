@@ -62,6 +62,10 @@ def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_
     from evssl.cli import main
 
     caplog.set_level(logging.INFO)
+    dm_log = logging.getLogger("evssl.data.datamodules")  # other tests in a worker may stop propagation
+    monkeypatch.setattr(dm_log, "disabled", False)
+    dm_log.setLevel(logging.INFO)
+    dm_log.addHandler(caplog.handler)
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     _ncars_tree(tmp_path / "ncars")
