@@ -90,6 +90,24 @@ def pick_start(lo: int, hi: int, rng: np.random.Generator, train: bool, segment:
     return int(rng.integers(a, b + 1)) if train else (a + b) // 2
 
 
+def require_frames(store: EventStore, index: int, why: str) -> np.ndarray:
+    """The frame times of recording ``index``; a recording without frames is an error naming ``why`` (the option
+    that asked for them)."""
+    ft = store.frame_times(index)
+    if len(ft) == 0:
+        raise ValueError(f"recording {index} has no frames ({why})")
+    return ft
+
+
+def duration_window(
+    store: EventStore, index: int, duration_us: int, rng: np.random.Generator, train: bool, segment: tuple[int, int]
+) -> tuple[Events, tuple[int, int]]:
+    """A window of ``duration_us`` inside recording ``index`` (start by :func:`pick_start`): events, ``(t0, t1)``."""
+    info = store.info(index)
+    t0 = pick_start(int(info.t_start), int(info.t_end) + 1 - duration_us, rng, train, segment)
+    return store.window(index, t0, t0 + duration_us), (t0, t0 + duration_us)
+
+
 def nearest_index(times: np.ndarray, t: int) -> int:
     """Index of the entry of the sorted array ``times`` nearest to ``t`` (ties go to the earlier one)."""
     if len(times) == 0:
@@ -174,6 +192,7 @@ class WindowSampler:
     """
 
     representations: dict[str, Any] | None = None
+    resolution: tuple[int, int] | None = None  # (H, W) the events are rescaled to, when set
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -195,8 +214,8 @@ class WindowSampler:
         return {"events": "input"}
 
     def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """(H, W) of the produced events given the store's sensor size."""
-        return tuple(sensor_size)  # type: ignore[return-value]
+        """(H, W) of the produced events given the store's sensor size: ``resolution`` when set, else the store's."""
+        return self.resolution if self.resolution is not None else tuple(sensor_size)  # type: ignore[return-value]
 
 
 class ClassificationWindow(WindowSampler):
@@ -241,10 +260,6 @@ class ClassificationWindow(WindowSampler):
         self.resolution = None if resolution is None else (int(resolution[0]), int(resolution[1]))
         self.dense_keys = None if dense_keys is None else tuple(dense_keys)
 
-    def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """``resolution`` when set, else the store's sensor size."""
-        return self.resolution if self.resolution is not None else tuple(sensor_size)  # type: ignore[return-value]
-
     # ------------------------------------------------------------------ pieces
     def select_window(
         self,
@@ -265,18 +280,13 @@ class ClassificationWindow(WindowSampler):
             stop = min(start + k, n)
             ev = store.events(index, start, stop)
             return ev, (int(ev.t[0]), int(ev.t[-1]) + 1)
-        d = int(self.duration_us)  # type: ignore[arg-type]
-        ts, te = int(info.t_start), int(info.t_end)
-        t0 = pick_start(ts, te + 1 - d, rng, train, segment)
-        return store.window(index, t0, t0 + d), (t0, t0 + d)
+        return duration_window(store, index, int(self.duration_us), rng, train, segment)  # type: ignore[arg-type]
 
     def paired(self, store: EventStore, index: int, t: int) -> dict[str, np.ndarray]:
         """Frame (3, H, W) uint8 and dense targets nearest to time ``t``, as numpy (before geometry)."""
         out: dict[str, np.ndarray] = {}
         if self.with_frames:
-            ft = store.frame_times(index)
-            if len(ft) == 0:
-                raise ValueError(f"recording {index} has no frames (with_frames=True)")
+            ft = require_frames(store, index, "with_frames=True")
             out["frame"] = np.ascontiguousarray(store.frames(index, nearest_index(ft, t)).transpose(2, 0, 1))
         if self.with_dense:
             dt = store.dense_times(index)
@@ -459,10 +469,6 @@ class SequenceWindows(WindowSampler):
         """``events_j`` -> ``input_j``."""
         return {f"events_{j}": f"input_{j}" for j in range(self.num_windows)}
 
-    def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """``resolution`` when set, else the store's sensor size."""
-        return self.resolution if self.resolution is not None else tuple(sensor_size)  # type: ignore[return-value]
-
     def __call__(
         self,
         store: EventStore,
@@ -489,9 +495,7 @@ class SequenceWindows(WindowSampler):
             sample[f"events_{j}_window"] = (a, b)
             ends.append(b)
         if self.with_frames:
-            ft = store.frame_times(index)
-            if len(ft) == 0:
-                raise ValueError(f"recording {index} has no frames (with_frames=True)")
+            ft = require_frames(store, index, "with_frames=True")
             frames = []
             for b in ends:
                 fr = np.ascontiguousarray(store.frames(index, nearest_index(ft, b)).transpose(2, 0, 1))
