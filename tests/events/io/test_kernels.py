@@ -13,6 +13,7 @@ from evssl.events.io import EmptyRecordingError, iter_events, read_events
 from evssl.events.schema import EventFormatError, Events
 from tests.conftest import REAL_DATA
 from tests.events.io import encoders as enc
+from tests.events.io.helpers import assert_same, write
 
 RAW_REAL = [
     "expelliarmus/evt2_sample.raw",
@@ -23,20 +24,6 @@ RAW_REAL = [
     "tonic/sample.aedat4",
     "event-vision-library/sample.aedat4",
 ]
-
-
-def assert_same(a: Events, b: Events) -> None:
-    assert len(a) == len(b)
-    for f in ("x", "y", "t", "p"):
-        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
-        assert getattr(a, f).dtype == getattr(b, f).dtype, f
-    assert a.sensor_size == b.sensor_size
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
 
 
 @pytest.fixture
