@@ -322,6 +322,25 @@ class ClassificationWindow(WindowSampler):
             out["flow"] = flow
         return out
 
+    def at_resolution(self, ev: Events, paired: dict[str, np.ndarray]) -> tuple[Events, dict[str, np.ndarray]]:
+        """Events and paired images rescaled to ``resolution`` (unchanged when it is ``None``)."""
+        if self.resolution is None:
+            return ev, paired
+        return _rescale_events(ev, self.resolution), self.resize_paired(paired, self.resolution)
+
+    def build_sample(
+        self, store: EventStore, index: int, ev: Events, window: tuple[int, int], paired: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """``{"events", "window", "label", "index"}`` and the paired images as tensors."""
+        sample: dict[str, Any] = {
+            "events": ev,
+            "window": window,
+            "label": int(store.info(index).label),
+            "index": int(index),
+        }
+        sample.update(self.to_tensors(paired))
+        return sample
+
     @staticmethod
     def to_tensors(paired: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """numpy images -> contiguous torch tensors (frame uint8, semantic long, flow/depth float32)."""
@@ -339,20 +358,11 @@ class ClassificationWindow(WindowSampler):
         """Sample one window of recording ``index``."""
         ev, window = self.select_window(store, index, rng, train, segment)
         paired = self.paired(store, index, window[1]) if (self.with_frames or self.with_dense) else {}
-        if self.resolution is not None:
-            ev = _rescale_events(ev, self.resolution)
-            paired = self.resize_paired(paired, self.resolution)
+        ev, paired = self.at_resolution(ev, paired)
         if train and self.augment is not None:
             ev, params = _run_augment(self.augment, ev, rng)
             paired = apply_geometry(paired, params)
-        sample: dict[str, Any] = {
-            "events": ev,
-            "window": window,
-            "label": int(store.info(index).label),
-            "index": int(index),
-        }
-        sample.update(self.to_tensors(paired))
-        return sample
+        return self.build_sample(store, index, ev, window, paired)
 
 
 class DenseWindow(ClassificationWindow):
@@ -397,9 +407,7 @@ class DenseWindow(ClassificationWindow):
 
         ev, window = self.select_window(store, index, rng, train, segment)
         paired = self.paired(store, index, window[1])
-        if self.resolution is not None:
-            ev = _rescale_events(ev, self.resolution)
-            paired = self.resize_paired(paired, self.resolution)
+        ev, paired = self.at_resolution(ev, paired)
         for key, img in paired.items():
             if tuple(img.shape[-2:]) != (ev.height, ev.width):
                 raise ValueError(
@@ -420,14 +428,7 @@ class DenseWindow(ClassificationWindow):
             ev, more = _run_augment(self.augment, ev, rng)
             params += more
         paired = apply_geometry(paired, params)
-        sample: dict[str, Any] = {
-            "events": ev,
-            "window": window,
-            "label": int(store.info(index).label),
-            "index": int(index),
-        }
-        sample.update(self.to_tensors(paired))
-        return sample
+        return self.build_sample(store, index, ev, window, paired)
 
 
 class SequenceWindows(WindowSampler):
