@@ -90,6 +90,24 @@ def pick_start(lo: int, hi: int, rng: np.random.Generator, train: bool, segment:
     return int(rng.integers(a, b + 1)) if train else (a + b) // 2
 
 
+def require_frames(store: EventStore, index: int, why: str) -> np.ndarray:
+    """The frame times of recording ``index``; a recording without frames is an error naming ``why`` (the option
+    that asked for them)."""
+    ft = store.frame_times(index)
+    if len(ft) == 0:
+        raise ValueError(f"recording {index} has no frames ({why})")
+    return ft
+
+
+def duration_window(
+    store: EventStore, index: int, duration_us: int, rng: np.random.Generator, train: bool, segment: tuple[int, int]
+) -> tuple[Events, tuple[int, int]]:
+    """A window of ``duration_us`` inside recording ``index`` (start by :func:`pick_start`): events, ``(t0, t1)``."""
+    info = store.info(index)
+    t0 = pick_start(int(info.t_start), int(info.t_end) + 1 - duration_us, rng, train, segment)
+    return store.window(index, t0, t0 + duration_us), (t0, t0 + duration_us)
+
+
 def nearest_index(times: np.ndarray, t: int) -> int:
     """Index of the entry of the sorted array ``times`` nearest to ``t`` (ties go to the earlier one)."""
     if len(times) == 0:
@@ -174,6 +192,7 @@ class WindowSampler:
     """
 
     representations: dict[str, Any] | None = None
+    resolution: tuple[int, int] | None = None  # (H, W) the events are rescaled to, when set
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -195,8 +214,8 @@ class WindowSampler:
         return {"events": "input"}
 
     def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """(H, W) of the produced events given the store's sensor size."""
-        return tuple(sensor_size)  # type: ignore[return-value]
+        """(H, W) of the produced events given the store's sensor size: ``resolution`` when set, else the store's."""
+        return self.resolution if self.resolution is not None else tuple(sensor_size)  # type: ignore[return-value]
 
 
 class ClassificationWindow(WindowSampler):
@@ -241,10 +260,6 @@ class ClassificationWindow(WindowSampler):
         self.resolution = None if resolution is None else (int(resolution[0]), int(resolution[1]))
         self.dense_keys = None if dense_keys is None else tuple(dense_keys)
 
-    def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """``resolution`` when set, else the store's sensor size."""
-        return self.resolution if self.resolution is not None else tuple(sensor_size)  # type: ignore[return-value]
-
     # ------------------------------------------------------------------ pieces
     def select_window(
         self,
@@ -265,18 +280,13 @@ class ClassificationWindow(WindowSampler):
             stop = min(start + k, n)
             ev = store.events(index, start, stop)
             return ev, (int(ev.t[0]), int(ev.t[-1]) + 1)
-        d = int(self.duration_us)  # type: ignore[arg-type]
-        ts, te = int(info.t_start), int(info.t_end)
-        t0 = pick_start(ts, te + 1 - d, rng, train, segment)
-        return store.window(index, t0, t0 + d), (t0, t0 + d)
+        return duration_window(store, index, int(self.duration_us), rng, train, segment)  # type: ignore[arg-type]
 
     def paired(self, store: EventStore, index: int, t: int) -> dict[str, np.ndarray]:
         """Frame (3, H, W) uint8 and dense targets nearest to time ``t``, as numpy (before geometry)."""
         out: dict[str, np.ndarray] = {}
         if self.with_frames:
-            ft = store.frame_times(index)
-            if len(ft) == 0:
-                raise ValueError(f"recording {index} has no frames (with_frames=True)")
+            ft = require_frames(store, index, "with_frames=True")
             out["frame"] = np.ascontiguousarray(store.frames(index, nearest_index(ft, t)).transpose(2, 0, 1))
         if self.with_dense:
             dt = store.dense_times(index)
@@ -312,6 +322,25 @@ class ClassificationWindow(WindowSampler):
             out["flow"] = flow
         return out
 
+    def at_resolution(self, ev: Events, paired: dict[str, np.ndarray]) -> tuple[Events, dict[str, np.ndarray]]:
+        """Events and paired images rescaled to ``resolution`` (unchanged when it is ``None``)."""
+        if self.resolution is None:
+            return ev, paired
+        return _rescale_events(ev, self.resolution), self.resize_paired(paired, self.resolution)
+
+    def build_sample(
+        self, store: EventStore, index: int, ev: Events, window: tuple[int, int], paired: dict[str, np.ndarray]
+    ) -> dict[str, Any]:
+        """``{"events", "window", "label", "index"}`` and the paired images as tensors."""
+        sample: dict[str, Any] = {
+            "events": ev,
+            "window": window,
+            "label": int(store.info(index).label),
+            "index": int(index),
+        }
+        sample.update(self.to_tensors(paired))
+        return sample
+
     @staticmethod
     def to_tensors(paired: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """numpy images -> contiguous torch tensors (frame uint8, semantic long, flow/depth float32)."""
@@ -329,20 +358,11 @@ class ClassificationWindow(WindowSampler):
         """Sample one window of recording ``index``."""
         ev, window = self.select_window(store, index, rng, train, segment)
         paired = self.paired(store, index, window[1]) if (self.with_frames or self.with_dense) else {}
-        if self.resolution is not None:
-            ev = _rescale_events(ev, self.resolution)
-            paired = self.resize_paired(paired, self.resolution)
+        ev, paired = self.at_resolution(ev, paired)
         if train and self.augment is not None:
             ev, params = _run_augment(self.augment, ev, rng)
             paired = apply_geometry(paired, params)
-        sample: dict[str, Any] = {
-            "events": ev,
-            "window": window,
-            "label": int(store.info(index).label),
-            "index": int(index),
-        }
-        sample.update(self.to_tensors(paired))
-        return sample
+        return self.build_sample(store, index, ev, window, paired)
 
 
 class DenseWindow(ClassificationWindow):
@@ -387,9 +407,7 @@ class DenseWindow(ClassificationWindow):
 
         ev, window = self.select_window(store, index, rng, train, segment)
         paired = self.paired(store, index, window[1])
-        if self.resolution is not None:
-            ev = _rescale_events(ev, self.resolution)
-            paired = self.resize_paired(paired, self.resolution)
+        ev, paired = self.at_resolution(ev, paired)
         for key, img in paired.items():
             if tuple(img.shape[-2:]) != (ev.height, ev.width):
                 raise ValueError(
@@ -410,14 +428,7 @@ class DenseWindow(ClassificationWindow):
             ev, more = _run_augment(self.augment, ev, rng)
             params += more
         paired = apply_geometry(paired, params)
-        sample: dict[str, Any] = {
-            "events": ev,
-            "window": window,
-            "label": int(store.info(index).label),
-            "index": int(index),
-        }
-        sample.update(self.to_tensors(paired))
-        return sample
+        return self.build_sample(store, index, ev, window, paired)
 
 
 class SequenceWindows(WindowSampler):
@@ -459,10 +470,6 @@ class SequenceWindows(WindowSampler):
         """``events_j`` -> ``input_j``."""
         return {f"events_{j}": f"input_{j}" for j in range(self.num_windows)}
 
-    def output_size(self, sensor_size: tuple[int, int]) -> tuple[int, int]:
-        """``resolution`` when set, else the store's sensor size."""
-        return self.resolution if self.resolution is not None else tuple(sensor_size)  # type: ignore[return-value]
-
     def __call__(
         self,
         store: EventStore,
@@ -489,9 +496,7 @@ class SequenceWindows(WindowSampler):
             sample[f"events_{j}_window"] = (a, b)
             ends.append(b)
         if self.with_frames:
-            ft = store.frame_times(index)
-            if len(ft) == 0:
-                raise ValueError(f"recording {index} has no frames (with_frames=True)")
+            ft = require_frames(store, index, "with_frames=True")
             frames = []
             for b in ends:
                 fr = np.ascontiguousarray(store.frames(index, nearest_index(ft, b)).transpose(2, 0, 1))

@@ -79,6 +79,7 @@ class ImageEncoder(nn.Module):
     """Base class: a frozen image encoder ``frames (B, 3, H, W) -> (B, embed_dim)``, always in eval mode."""
 
     embed_dim: int
+    image_size: tuple[int, int] | None = None
 
     def freeze(self) -> None:
         """No parameter trains; eval mode."""
@@ -88,6 +89,14 @@ class ImageEncoder(nn.Module):
     def train(self, mode: bool = True) -> ImageEncoder:
         """Stay in eval mode whatever the caller asks (BatchNorm statistics and dropout are frozen)."""
         return super().train(False)
+
+    def _normalized(self, images: Tensor) -> Tensor:
+        """Frames ``(B, 3, H, W)`` (uint8 or float in [0, 1]) as float32, resized to ``image_size`` when set
+        (bilinear, antialiased) and normalised by the subclass's ``mean`` / ``std`` buffers."""
+        x = to_float_image(images)
+        if self.image_size is not None and tuple(x.shape[-2:]) != tuple(self.image_size):
+            x = F.interpolate(x, size=tuple(self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.mean) / self.std
 
 
 class FrozenImageEncoder(ImageEncoder):
@@ -138,10 +147,7 @@ class FrozenImageEncoder(ImageEncoder):
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         """``(B, embed_dim)`` float32 embeddings of frames ``(B, 3, H, W)`` (uint8 or float in [0, 1])."""
-        x = to_float_image(images)
-        if self.image_size is not None and tuple(x.shape[-2:]) != tuple(self.image_size):
-            x = F.interpolate(x, size=tuple(self.image_size), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
+        x = self._normalized(images)
         fn = self.backbone.encode_image if self.call == "encode_image" else self.backbone
         out = fn(x)
         if isinstance(out, dict):
@@ -202,10 +208,7 @@ class RandomFeatureEncoder(ImageEncoder):
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         """``(B, embed_dim)`` float32 features of frames ``(B, 3, H, W)`` (uint8 or float in [0, 1])."""
-        x = to_float_image(images)
-        if self.image_size is not None and tuple(x.shape[-2:]) != tuple(self.image_size):
-            x = F.interpolate(x, size=tuple(self.image_size), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - self.mean) / self.std
+        x = self._normalized(images)
         x = F.max_pool2d(F.relu(F.conv2d(x, self.w1, padding=2)), 2, ceil_mode=True)
         x = F.relu(F.conv2d(x, self.w2, padding=1))
         x = F.adaptive_avg_pool2d(x, self.grid).flatten(1)

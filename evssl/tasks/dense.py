@@ -227,6 +227,8 @@ class DenseTask(LightningModule):
         self.pretrained_meta: dict[str, Any] = {}
         if pretrained:
             self.pretrained_meta = load_backbone_weights(backbone, pretrained, input_adapt=input_adapt)
+        self.decoder_channels = int(decoder_channels)
+        self.decoder_norm = decoder_norm
         if decoder == "uper":
             self.decoder: nn.Module = UPerHead(channels, out_channels, decoder_channels, pool_scales, norm=decoder_norm)
         elif decoder == "unet":
@@ -410,28 +412,12 @@ class SemanticSegmentation(DenseTask):
         dice_weight: float = 1.0,
         aux_weight: float = 0.0,
         target_key: str = "semantic",
-        pretrained: str | None = None,
-        decoder: Literal["uper", "unet"] = "uper",
-        decoder_channels: int = 128,
-        pool_scales: tuple[int, ...] = (1, 2, 3, 6),
-        decoder_norm: Literal["bn", "gn", "none"] = "bn",
-        freeze_backbone: bool = False,
         optim: DenseOptim | None = None,
-        backbone_lr_scale: float = 1.0,
-        log_images_every_n_epochs: int = 1,
-        log_images_num_samples: int = 4,
-        layer_decay: float | None = None,
-        input_adapt: InputAdapt = "mean",
-        vit_pyramid: ViTPyramidConfig | None = None,
+        **kwargs: Any,
     ) -> None:
         if num_semantic_classes < 2:
             raise ValueError(f"num_semantic_classes must be >= 2, got {num_semantic_classes}")
-        super().__init__(
-            backbone, num_semantic_classes, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optim if optim is not None else DenseOptim(), backbone_lr_scale,
-            log_images_every_n_epochs, log_images_num_samples,
-            layer_decay=layer_decay, input_adapt=input_adapt, vit_pyramid=vit_pyramid,
-        )  # fmt: skip
+        super().__init__(backbone, num_semantic_classes, optim=optim if optim is not None else DenseOptim(), **kwargs)
         self.num_semantic_classes = int(num_semantic_classes)
         self.ignore_index = int(ignore_index)
         self.dice_weight = float(dice_weight)
@@ -439,7 +425,12 @@ class SemanticSegmentation(DenseTask):
         self.target_key = target_key
         chans = self.feature_channels
         self.aux_head = (
-            _FCNHead(chans[min(2, len(chans) - 1)], num_semantic_classes, max(decoder_channels // 2, 16), decoder_norm)
+            _FCNHead(
+                chans[min(2, len(chans) - 1)],
+                num_semantic_classes,
+                max(self.decoder_channels // 2, 16),
+                self.decoder_norm,
+            )
             if aux_weight > 0
             else None
         )
@@ -523,26 +514,10 @@ class OpticalFlow(DenseTask):
         flow_scale: float = 1.0,
         gamma: float = 0.8,
         target_key: str = "flow",
-        pretrained: str | None = None,
-        decoder: Literal["uper", "unet"] = "uper",
-        decoder_channels: int = 128,
-        pool_scales: tuple[int, ...] = (1, 2, 3, 6),
-        decoder_norm: Literal["bn", "gn", "none"] = "bn",
-        freeze_backbone: bool = False,
         optim: RegressionOptim | None = None,
-        backbone_lr_scale: float = 1.0,
-        log_images_every_n_epochs: int = 1,
-        log_images_num_samples: int = 4,
-        layer_decay: float | None = None,
-        input_adapt: InputAdapt = "mean",
-        vit_pyramid: ViTPyramidConfig | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            backbone, 2, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optim if optim is not None else RegressionOptim(), backbone_lr_scale,
-            log_images_every_n_epochs, log_images_num_samples,
-            layer_decay=layer_decay, input_adapt=input_adapt, vit_pyramid=vit_pyramid,
-        )  # fmt: skip
+        super().__init__(backbone, 2, optim=optim if optim is not None else RegressionOptim(), **kwargs)
         self.flow_scale = float(flow_scale)
         self.gamma = float(gamma)
         self.target_key = target_key
@@ -616,26 +591,10 @@ class DepthEstimation(DenseTask):
         min_depth: float = 1e-3,
         max_depth: float = 1e3,
         target_key: str = "depth",
-        pretrained: str | None = None,
-        decoder: Literal["uper", "unet"] = "uper",
-        decoder_channels: int = 128,
-        pool_scales: tuple[int, ...] = (1, 2, 3, 6),
-        decoder_norm: Literal["bn", "gn", "none"] = "bn",
-        freeze_backbone: bool = False,
         optim: RegressionOptim | None = None,
-        backbone_lr_scale: float = 1.0,
-        log_images_every_n_epochs: int = 1,
-        log_images_num_samples: int = 4,
-        layer_decay: float | None = None,
-        input_adapt: InputAdapt = "mean",
-        vit_pyramid: ViTPyramidConfig | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            backbone, 1, pretrained, decoder, decoder_channels, pool_scales, decoder_norm,
-            freeze_backbone, optim if optim is not None else RegressionOptim(), backbone_lr_scale,
-            log_images_every_n_epochs, log_images_num_samples,
-            layer_decay=layer_decay, input_adapt=input_adapt, vit_pyramid=vit_pyramid,
-        )  # fmt: skip
+        super().__init__(backbone, 1, optim=optim if optim is not None else RegressionOptim(), **kwargs)
         self.si_lambda = float(si_lambda)
         self.gradient_weight = float(gradient_weight)
         self.gradient_scales = int(gradient_scales)

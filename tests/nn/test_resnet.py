@@ -6,16 +6,7 @@ import pytest
 import torch
 
 from evssl.nn.backbones.resnet import resnet18, resnet34, resnet50
-
-
-def n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def count(factory, **kw) -> int:
-    """Parameter count of a full-size model built on the meta device (no memory, no initialisation cost)."""
-    with torch.device("meta"):
-        return n_params(factory(**kw))
+from tests.nn.helpers import count
 
 
 # He et al. 2016 / torchvision totals with the 1000-class fc: 11,689,512 / 21,797,672 / 25,557,032.

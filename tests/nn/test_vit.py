@@ -6,16 +6,7 @@ import pytest
 import torch
 
 from evssl.nn.backbones.vit import VisionTransformer, param_groups_lrd, sincos_pos_embed_2d, vit_base, vit_small
-
-
-def n_params(m: torch.nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-def count(factory, **kw) -> int:
-    """Parameter count of a full-size model built on the meta device (no memory, no initialisation cost)."""
-    with torch.device("meta"):
-        return n_params(factory(**kw))
+from tests.nn.helpers import count
 
 
 def tiny(**kw) -> VisionTransformer:

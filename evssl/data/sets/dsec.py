@@ -63,6 +63,7 @@ from evssl.data.sets._common import (
     DEFAULT_MAX_EVENTS,
     READ_CHUNK,
     DatasetError,
+    Part,
     PathLike,
     Timed,
     check_array,
@@ -245,6 +246,26 @@ def _events(seq: Path, rectify: bool, height: int) -> DsecEvents:
     return DsecEvents(ev_path, rmap, height=height)
 
 
+def _write_sequence(
+    w: StoreWriter,
+    name: str,
+    ev: DsecEvents,
+    timed: list[Timed],
+    split: str,
+    max_events: int,
+    max_bytes: int,
+    parts: dict[str, int],
+) -> list[Part]:
+    """Write one sequence's events (+ ``timed`` targets) as a long recording; a sequence stored in more than one part
+    gets its part count in ``parts``. Returns the stored parts."""
+    got = write_long_recording(
+        w, name, ev.chunks(), timed=timed, max_events=max_events, max_bytes=max_bytes, split=split, source=str(ev.path)
+    )
+    if len(got) > 1:
+        parts[name] = len(got)
+    return got
+
+
 # ---------------------------------------------------------------------------------------------------- semantic
 def _semantic_files(seq: Path, classes: int) -> tuple[list[Path], Path]:
     sub = f"{classes}classes"
@@ -318,18 +339,7 @@ def convert_dsec_semantic(
             ev = _events(seq, rectify, SEMANTIC_HEIGHT)
             split = SEMANTIC_SPLIT.get(seq.name, folder_split)
             split = eval_split if split == "test" else split
-            got = write_long_recording(
-                w,
-                seq.name,
-                ev.chunks(),
-                timed=timed,
-                max_events=max_events,
-                max_bytes=max_bytes,
-                split=split,
-                source=str(ev.path),
-            )
-            if len(got) > 1:
-                parts[seq.name] = len(got)
+            _write_sequence(w, seq.name, ev, timed, split, max_events, max_bytes, parts)
         w.set_attrs(
             dataset="dsec_semantic",
             sensor_size=[SEMANTIC_HEIGHT, WIDTH],
@@ -428,22 +438,11 @@ def convert_dsec_flow(
 
                 timed = [Timed("flow", pairs[:, 0], load, 2 * HEIGHT * WIDTH * 4)]
             ev = _events(seq, rectify, HEIGHT)
-            got = write_long_recording(
-                w,
-                seq.name,
-                ev.chunks(),
-                timed=timed,
-                max_events=max_events,
-                max_bytes=max_bytes,
-                split=split,
-                source=str(ev.path),
-            )
+            got = _write_sequence(w, seq.name, ev, timed, split, max_events, max_bytes, parts)
             if found is not None:  # the to-times of each stored part, in the order of its flow maps
                 for part in got:
                     sel = (found[1][:, 0] >= part.t_lo) & (found[1][:, 0] < part.t_hi)
                     to_us[part.name] = found[1][sel, 1].tolist()
-            if len(got) > 1:
-                parts[seq.name] = len(got)
         w.set_attrs(
             dataset="dsec_flow",
             sensor_size=[HEIGHT, WIDTH],
@@ -474,10 +473,6 @@ def convert_dsec(
     with StoreWriter(out, **writer_kwargs(options)) as w:
         for seq, split in seqs:
             ev = _events(seq, rectify, HEIGHT)
-            got = write_long_recording(
-                w, seq.name, ev.chunks(), max_events=max_events, max_bytes=max_bytes, split=split, source=str(ev.path)
-            )
-            if len(got) > 1:
-                parts[seq.name] = len(got)
+            _write_sequence(w, seq.name, ev, [], split, max_events, max_bytes, parts)
         w.set_attrs(dataset="dsec", sensor_size=[HEIGHT, WIDTH], rectified=bool(rectify), recording_parts=parts)
     return Path(out)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from evssl.data.samplers import WindowSampler, nearest_index, pick_start
+from evssl.data.samplers import WindowSampler, duration_window, nearest_index, pick_start, require_frames
 from evssl.events.schema import Events
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -441,9 +441,7 @@ class NarrowBroadViews(WindowSampler):
         rng: np.random.Generator,
         train: bool,
     ) -> Tensor:
-        ft = store.frame_times(index)
-        if len(ft) == 0:
-            raise ValueError(f"recording {index} has no frames (broad view with modality='frame')")
+        ft = require_frames(store, index, "broad view with modality='frame'")
         frame = store.frames(index, nearest_index(ft, (window[0] + window[1]) // 2))  # (H, W, 3) uint8
         img = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255.0)
         if train:
@@ -470,12 +468,9 @@ class NarrowBroadViews(WindowSampler):
         label = int(info.label)
         ts, te = int(info.t_start), int(info.t_end)
         if not train:
-            d = self.eval_duration_us
-            t0 = pick_start(ts, te + 1 - d, rng, False, segment)
-            ev = store.window(index, t0, t0 + d)
-            size = self.narrow_size(sensor)
-            ev = resize_events(ev, size)
-            return {"events": ev, "window": (t0, t0 + d), "label": label, "index": int(index)}
+            ev, window = duration_window(store, index, self.eval_duration_us, rng, False, segment)
+            ev = resize_events(ev, self.narrow_size(sensor))
+            return {"events": ev, "window": window, "label": label, "index": int(index)}
 
         narrow_win, broad_wins = self.sample_windows(ts, te, rng, True, segment)
         narrow = looped_window(store, index, *narrow_win, ts, te) if self.loop else store.window(index, *narrow_win)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evssl.data.samplers import ClassificationWindow, _resize, nearest_index
+from evssl.data.samplers import ClassificationWindow, _resize, nearest_index, require_frames
 from evssl.events.representations import EventImage, Representation, histogram
 from evssl.events.schema import Events
 from evssl.nn.crops import random_resized_crop_nearest
@@ -209,9 +209,7 @@ class ECDPViews(ClassificationWindow):
                 raise ValueError(f"recording {index} has no precomputed embedding (ECDPViews rgb='embedding')")
             return {"embedding": torch.from_numpy(np.asarray(emb, dtype=np.float32).copy())}
         if self.rgb == "frame":
-            ft = store.frame_times(index)
-            if len(ft) == 0:
-                raise ValueError(f"recording {index} has no frames (ECDPViews rgb='frame')")
+            ft = require_frames(store, index, "ECDPViews rgb='frame'")
             frame = np.ascontiguousarray(store.frames(index, nearest_index(ft, (window[0] + window[1]) // 2)))
             img = frame.transpose(2, 0, 1)
             if self.frame_size is not None and tuple(img.shape[-2:]) != self.frame_size:

@@ -295,6 +295,33 @@ DAT_LAST_RAW, DAT_WRAPS, DAT_LAST_T = range(3)
 DAT_STATE = 3
 
 
+@_njit
+def _record_error(
+    err: Any, n: int, pos: int, p: int, x: int, y: int, t: int, last_t: int, width: int, height: int
+) -> None:
+    """Describe a bad ``.dat`` / AEDAT 4.0 event in ``err`` (error path only), first match in this order: polarity
+    not 0/1, negative coordinate (``b = 1``), x or y outside the sensor, decreasing timestamp."""
+    err[1] = n
+    err[2] = pos
+    if p > 1:
+        err[0] = ERR_P
+        err[3] = p
+    elif x < 0 or y < 0:
+        err[0] = ERR_X if x < 0 else ERR_Y
+        err[3] = x if x < 0 else y
+        err[4] = 1
+    elif x >= width:
+        err[0] = ERR_X
+        err[3] = x
+    elif y >= height:
+        err[0] = ERR_Y
+        err[3] = y
+    else:
+        err[0] = ERR_T
+        err[3] = last_t
+        err[4] = t
+
+
 def dat_state() -> np.ndarray:
     """A fresh ``.dat`` decoder state."""
     s = np.array([-1, 0, np.iinfo(np.int64).min], np.int64)
@@ -331,21 +358,7 @@ def dat_decode(
         y = (d >> 14) & 0x3FFF
         p = d >> 28
         if (p > 1) | (t < last_t) | (x >= width) | (y >= height):
-            err[1] = np.int64(i)
-            err[2] = pos + np.int64(i)
-            if p > 1:
-                err[0] = 4
-                err[3] = p
-            elif x >= width:
-                err[0] = 2
-                err[3] = x
-            elif y >= height:
-                err[0] = 3
-                err[3] = y
-            else:
-                err[0] = 1
-                err[3] = last_t
-                err[4] = t
+            _record_error(err, np.int64(i), pos + np.int64(i), p, x, y, t, last_t, width, height)
             break
         ox[i] = x
         oy[i] = y
@@ -394,25 +407,7 @@ def aedat4_copy(
         yy = np.int64(y[i])
         pp = np.int64(p[i])
         if (pp > 1) | (xx < 0) | (yy < 0) | (tt < last_t) | (xx >= width) | (yy >= height):
-            err[1] = np.int64(n)
-            err[2] = np.int64(i)
-            if pp > 1:
-                err[0] = 4
-                err[3] = pp
-            elif xx < 0 or yy < 0:
-                err[0] = 2 if xx < 0 else 3
-                err[3] = xx if xx < 0 else yy
-                err[4] = 1
-            elif xx >= width:
-                err[0] = 2
-                err[3] = xx
-            elif yy >= height:
-                err[0] = 3
-                err[3] = yy
-            else:
-                err[0] = 1
-                err[3] = last_t
-                err[4] = tt
+            _record_error(err, np.int64(n), np.int64(i), pp, xx, yy, tt, last_t, width, height)
             break
         ox[n] = xx
         oy[n] = yy

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evssl.events.io._common import PathLike, header_dict, header_geometry, read_percent_header, source_name
+from evssl.events.io._stateful import Source
 from evssl.events.schema import EventFormatError
 
 #: Sensor sizes ``(height, width)`` by a substring of the ``plugin_name`` header (old files carry no geometry).
@@ -105,3 +106,13 @@ def check_version(header: RawHeader, expected: str, source: str) -> None:
     """Raise when the header names an EVT version other than ``expected`` (a missing version is accepted)."""
     if header.version is not None and header.version != expected:
         raise EventFormatError(source, "evt", f"header says EVT {header.version}, this reader decodes EVT {expected}")
+
+
+def raw_source(path: PathLike, version: str, dtype: str) -> tuple[Source, tuple[int, int] | None]:
+    """The body of an EVT ``version`` ``.raw`` file as a :class:`~evssl.events.io._stateful.Source` of ``dtype``
+    words, and the geometry its header states (the header's EVT version is checked first)."""
+    src = source_name(path)
+    header = read_raw_header(path)
+    check_version(header, version, src)
+    n = body_words(path, header, dtype)
+    return Source(str(path), src, header.body_offset, n, dtype), header.geometry

@@ -27,7 +27,19 @@ from types import ModuleType
 
 import numpy as np
 
-from evssl.events.io._common import EmptyRecordingError, Opened, StreamChecks, choose_size, max_xy, split_events
+from evssl.events.io._common import (
+    EmptyRecordingError,
+    Opened,
+    PathLike,
+    SensorSize,
+    StreamChecks,
+    caller_size,
+    check_chunk_events,
+    choose_size,
+    max_xy,
+    source_name,
+    split_events,
+)
 from evssl.events.schema import EventFormatError, Events
 
 _KERNELS: ModuleType | bool | None = None
@@ -63,6 +75,9 @@ class Spec:
     #: ``(state, src, body_offset) -> EventFormatError | None``: an error when words were dropped and no event was
     #: decoded (the data had no time base), else None.
     dropped_error: Callable[[np.ndarray, str, int], EventFormatError | None] | None = None
+    empty: str = "no CD events in the stream"  # what an event-less file is, for EmptyRecordingError
+    defaults: tuple[tuple[int, int], ...] = ()  # sensor sizes tried before max + 1 (:func:`choose_size`)
+    extra_capacity: int = 16  # first whole-read buffer = items + this (an EVT 3.0 vector word emits several)
 
 
 @dataclass
@@ -305,6 +320,37 @@ def open_chunks(
             _no_events(spec, state, source, bound, empty_what)
 
     return Opened(size, inferred, chunks())
+
+
+#: ``path -> (body source, geometry stated by the header)`` of a format.
+SourceOf = Callable[[PathLike], tuple[Source, tuple[int, int] | None]]
+#: ``(source, given, stated) -> (events, size inferred)``: a format's numpy reference decoder (fallback without numba).
+NumpyRead = Callable[[Source, tuple[int, int] | str | None, tuple[int, int] | None], tuple[Events, bool]]
+
+
+def read_file(
+    spec: Spec, path: PathLike, sensor_size: SensorSize, source_of: SourceOf, numpy_read: NumpyRead
+) -> tuple[Events, bool]:
+    """Whole-file read of a kernel format: ``(events, size inferred)`` by the kernels, else by ``numpy_read``."""
+    given = caller_size(sensor_size, source_name(path))
+    source, stated = source_of(path)
+    if kernels() is not None:
+        first = source.length + spec.extra_capacity
+        return read_whole(spec, source, given, stated, spec.defaults, first, spec.empty)
+    return numpy_read(source, given, stated)
+
+
+def open_file(
+    spec: Spec, path: PathLike, sensor_size: SensorSize, chunk_events: int, source_of: SourceOf, numpy_read: NumpyRead
+) -> Opened:
+    """Chunked read of a kernel format in bounded memory (without numba: the numpy read, split into chunks)."""
+    chunk_events = check_chunk_events(chunk_events)
+    if kernels() is None:
+        ev, inferred = read_file(spec, path, sensor_size, source_of, numpy_read)
+        return fallback_open(ev, inferred, chunk_events, source_name(path))
+    given = caller_size(sensor_size, source_name(path))
+    source, stated = source_of(path)
+    return open_chunks(spec, source, given, stated, spec.defaults, chunk_events, spec.empty)
 
 
 def fallback_open(ev: Events, inferred: bool, chunk_events: int, src: str) -> Opened:

@@ -239,6 +239,11 @@ def _layout(path: PathLike, stream_id: int | None) -> _Layout:
     return _Layout(src, stream, compression, pos, end)
 
 
+def _no_events(src: str, lay: _Layout, size: tuple[int, int] | None) -> EmptyRecordingError:
+    """The error for an events stream without events (``size``: the sensor size known so far, if any)."""
+    return EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", size)
+
+
 def _packets(lay: _Layout, fetch: Callable[[int, int], Any]) -> Iterator[tuple[np.ndarray, int]]:
     """``(event structs, packet byte offset)`` of every packet of the chosen stream; others are skipped unread.
 
@@ -354,7 +359,7 @@ def open_aedat4(
             while start < len(ev):
                 start += copier.copy(ev, start, scratch, 0, off)
         if not copier.count:
-            raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", None)
+            raise _no_events(src, lay, None)
         size, inferred = choose_size(given, stated, copier.max_xy, (), src)
     else:
         size = bound
@@ -376,7 +381,7 @@ def open_aedat4(
         if filled:
             yield Events(*(o[:filled] for o in out), size[0], size[1])
         if not copier.count:
-            raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", bound)
+            raise _no_events(src, lay, bound)
 
     return Opened(size, inferred, chunks())
 
@@ -442,16 +447,14 @@ def _read(path: PathLike, sensor_size: SensorSize, stream_id: int | None) -> tup
                 raise EventFormatError(src, "elements", f"packet at byte {off} holds more events than its frame size")
             at += copier.copy(ev, 0, out, at, off)
         if not at:
-            stated = given if isinstance(given, tuple) else stated
-            raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", stated)
+            raise _no_events(src, lay, given if isinstance(given, tuple) else stated)
         cols = tuple(c[:at] for c in out)
         size, inferred = choose_size(given, stated, max_xy(cols[0], cols[1]) if bound is None else None, (), src)
         return Events(*cols, size[0], size[1]), inferred
     if kernels() is None:
         packets = [ev for ev, _ in _packets(lay, lambda pos, n: data[pos : pos + n])]
         if not packets:
-            stated = given if isinstance(given, tuple) else stated
-            raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", stated)
+            raise _no_events(src, lay, given if isinstance(given, tuple) else stated)
         return _read_numpy(np.concatenate(packets), given, stated, src)
     # the count is unknown: decompress and copy packet by packet into parts, then join them (one more copy of the
     # columns, but no decompressed file held in memory and every packet copied while it is in cache)
@@ -471,8 +474,7 @@ def _read(path: PathLike, sensor_size: SensorSize, stream_id: int | None) -> tup
     parts.append(tuple(c[:at] for c in out))
     total = sum(len(p[0]) for p in parts)
     if not total:
-        stated = given if isinstance(given, tuple) else stated
-        raise EmptyRecordingError(src, f"no events in EVTS stream {lay.stream.stream_id}", stated)
+        raise _no_events(src, lay, given if isinstance(given, tuple) else stated)
     if len(parts) == 1:
         cols = parts[0]
     else:

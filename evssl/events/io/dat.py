@@ -32,8 +32,6 @@ from evssl.events.io._common import (
     PathLike,
     SensorSize,
     build_events,
-    caller_size,
-    check_chunk_events,
     choose_size,
     header_dict,
     header_geometry,
@@ -41,7 +39,7 @@ from evssl.events.io._common import (
     read_percent_header,
     source_name,
 )
-from evssl.events.io._stateful import Source, Spec, fallback_open, kernels, open_chunks, read_whole
+from evssl.events.io._stateful import Source, Spec, open_file, read_file
 from evssl.events.schema import EventFormatError, Events
 
 ATIS_SIZE = (240, 304)
@@ -50,8 +48,7 @@ CD_TYPES = (0, 12)
 WRAP = 1 << 32
 
 
-SPEC = Spec("dat", "dat_decode", "dat_state")
-EMPTY = "header-only file"
+SPEC = Spec("dat", "dat_decode", "dat_state", empty="header-only file", defaults=(ATIS_SIZE,), extra_capacity=0)
 
 
 def _source(path: PathLike) -> tuple[Source, tuple[int, int] | None]:
@@ -87,26 +84,12 @@ def _source(path: PathLike) -> tuple[Source, tuple[int, int] | None]:
 
 def read_dat(path: PathLike, sensor_size: SensorSize = None) -> Events:
     """Read a Prophesee ``.dat`` CD-event file (see the module doc for layout and sensor-size rule)."""
-    return _read(path, sensor_size)[0]
+    return read_file(SPEC, path, sensor_size, _source, _read_numpy)[0]
 
 
 def open_dat(path: PathLike, sensor_size: SensorSize = None, *, chunk_events: int = 1_000_000) -> Opened:
     """Chunked reading in bounded memory (see :func:`evssl.events.io.iter_events`)."""
-    chunk_events = check_chunk_events(chunk_events)
-    if kernels() is None:
-        ev, inferred = _read(path, sensor_size)
-        return fallback_open(ev, inferred, chunk_events, source_name(path))
-    given = caller_size(sensor_size, source_name(path))
-    source, stated = _source(path)
-    return open_chunks(SPEC, source, given, stated, (ATIS_SIZE,), chunk_events, EMPTY)
-
-
-def _read(path: PathLike, sensor_size: SensorSize) -> tuple[Events, bool]:
-    given = caller_size(sensor_size, source_name(path))
-    source, stated = _source(path)
-    if kernels() is not None:
-        return read_whole(SPEC, source, given, stated, (ATIS_SIZE,), source.length, EMPTY)
-    return _read_numpy(source, given, stated)
+    return open_file(SPEC, path, sensor_size, chunk_events, _source, _read_numpy)
 
 
 def decode_dat(rec: np.ndarray, source: str = "") -> tuple[np.ndarray, ...]:
@@ -131,7 +114,7 @@ def _read_numpy(source: Source, given: tuple[int, int] | str | None, stated: tup
     """The numpy fallback (and reference): :func:`decode_dat`, then validation of the whole file."""
     src = source.src
     if not source.length:
-        raise EmptyRecordingError(src, f"no events: {EMPTY}", given if isinstance(given, tuple) else stated)
+        raise EmptyRecordingError(src, f"no events: {SPEC.empty}", given if isinstance(given, tuple) else stated)
     x, y, t, p = decode_dat(source.array().reshape(-1, 2), src)
-    size, inferred = choose_size(given, stated, max_xy(x, y), (ATIS_SIZE,), src)
+    size, inferred = choose_size(given, stated, max_xy(x, y), SPEC.defaults, src)
     return build_events(x, y, t, p, size, src), inferred

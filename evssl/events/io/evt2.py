@@ -30,14 +30,11 @@ from evssl.events.io._common import (
     PathLike,
     SensorSize,
     build_events,
-    caller_size,
-    check_chunk_events,
     choose_size,
     max_xy,
-    source_name,
 )
-from evssl.events.io._prophesee import body_words, check_version, read_raw_header
-from evssl.events.io._stateful import Source, Spec, fallback_open, kernels, open_chunks, read_whole
+from evssl.events.io._prophesee import raw_source
+from evssl.events.io._stateful import Source, Spec, open_file, read_file
 from evssl.events.schema import EventFormatError, Events
 
 CHUNK_WORDS = 1 << 22
@@ -96,39 +93,20 @@ def _dropped_error(state: np.ndarray, src: str, body_offset: int) -> EventFormat
 
 
 SPEC = Spec("evt2", "evt2_decode", "evt2_state", dropped_error=_dropped_error)
-EMPTY = "no CD events in the stream"
 
 
 def _source(path: PathLike) -> tuple[Source, tuple[int, int] | None]:
-    src = source_name(path)
-    header = read_raw_header(path)
-    check_version(header, "2.0", src)
-    n = body_words(path, header, "<u4")
-    return Source(str(path), src, header.body_offset, n, "<u4"), header.geometry
+    return raw_source(path, "2.0", "<u4")
 
 
 def read_evt2(path: PathLike, sensor_size: SensorSize = None) -> Events:
     """Read a Prophesee EVT 2.0 ``.raw`` file (see the module doc for layout and sensor-size rule)."""
-    return _read(path, sensor_size)[0]
+    return read_file(SPEC, path, sensor_size, _source, _read_numpy)[0]
 
 
 def open_evt2(path: PathLike, sensor_size: SensorSize = None, *, chunk_events: int = 1_000_000) -> Opened:
     """Chunked reading in bounded memory (see :func:`evssl.events.io.iter_events`)."""
-    chunk_events = check_chunk_events(chunk_events)
-    if kernels() is None:
-        ev, inferred = _read(path, sensor_size)
-        return fallback_open(ev, inferred, chunk_events, source_name(path))
-    given = caller_size(sensor_size, source_name(path))
-    source, stated = _source(path)
-    return open_chunks(SPEC, source, given, stated, (), chunk_events, EMPTY)
-
-
-def _read(path: PathLike, sensor_size: SensorSize) -> tuple[Events, bool]:
-    given = caller_size(sensor_size, source_name(path))
-    source, stated = _source(path)
-    if kernels() is not None:
-        return read_whole(SPEC, source, given, stated, (), source.length + 16, EMPTY)
-    return _read_numpy(source, given, stated)
+    return open_file(SPEC, path, sensor_size, chunk_events, _source, _read_numpy)
 
 
 def _read_numpy(source: Source, given: tuple[int, int] | str | None, stated: tuple[int, int] | None) -> tuple:
@@ -146,6 +124,6 @@ def _read_numpy(source: Source, given: tuple[int, int] | str | None, stated: tup
                 f"{len(cd)} CD event words but no TIME_HIGH word before them, so their timestamps are unknown "
                 f"(first CD word at byte offset {source.body_offset + 4 * int(cd[0])})",
             )
-        raise EmptyRecordingError(src, f"no events: {EMPTY}", given if isinstance(given, tuple) else stated)
+        raise EmptyRecordingError(src, f"no events: {SPEC.empty}", given if isinstance(given, tuple) else stated)
     size, inferred = choose_size(given, stated, max_xy(x, y), (), src)
     return build_events(x, y, t, p, size, src), inferred

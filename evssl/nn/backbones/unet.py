@@ -48,8 +48,12 @@ class ConvNormAct(nn.Sequential):
         )
 
 
-def _as_list(features: Tensor | list[Tensor] | tuple[Tensor, ...]) -> list[Tensor]:
-    return [features] if isinstance(features, Tensor) else list(features)
+def _feature_list(features: Tensor | list[Tensor] | tuple[Tensor, ...], expected: int) -> list[Tensor]:
+    """The feature maps as a list (one tensor = one map); a count other than ``expected`` is an error."""
+    feats = [features] if isinstance(features, Tensor) else list(features)
+    if len(feats) != expected:
+        raise ValueError(f"expected {expected} feature maps, got {len(feats)}")
+    return feats
 
 
 def _resize(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
@@ -96,9 +100,7 @@ class UNetDecoder(nn.Module):
     def forward(
         self, features: Tensor | list[Tensor] | tuple[Tensor, ...], output_size: tuple[int, int] | None = None
     ) -> Tensor:
-        feats = _as_list(features)
-        if len(feats) != len(self.in_channels):
-            raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(feats)}")
+        feats = _feature_list(features, len(self.in_channels))
         x = self.bottleneck(feats[-1])
         for i in range(len(feats) - 2, -1, -1):
             x = _resize(x, feats[i].shape[-2:])
@@ -149,9 +151,7 @@ class UPerHead(nn.Module):
     def forward(
         self, features: Tensor | list[Tensor] | tuple[Tensor, ...], output_size: tuple[int, int] | None = None
     ) -> Tensor:
-        feats = _as_list(features)
-        if len(feats) != len(self.in_channels):
-            raise ValueError(f"expected {len(self.in_channels)} feature maps, got {len(feats)}")
+        feats = _feature_list(features, len(self.in_channels))
         lat = [conv(f) for conv, f in zip(self.lateral, feats[:-1])]
         lat.append(self._psp(feats[-1]))
         for i in range(len(lat) - 1, 0, -1):

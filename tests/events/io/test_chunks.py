@@ -11,6 +11,7 @@ from evssl.events.io import EmptyRecordingError, iter_events, probe_events, read
 from evssl.events.schema import EventFormatError, Events
 from tests.conftest import REAL_DATA
 from tests.events.io import encoders as enc
+from tests.events.io.helpers import assert_same, write
 
 REAL = [
     "tonic/sample_nmnist.bin",
@@ -28,14 +29,6 @@ REAL = [
 ]
 
 
-def assert_same(a: Events, b: Events) -> None:
-    assert len(a) == len(b)
-    for f in ("x", "y", "t", "p"):
-        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
-        assert getattr(a, f).dtype == getattr(b, f).dtype, f
-    assert a.sensor_size == b.sensor_size
-
-
 def check_chunks(path: Path, chunk_events: int, **kw) -> list[Events]:
     whole = read_events(path, **kw)
     chunks = iter_events(path, chunk_events=chunk_events, **kw)
@@ -44,12 +37,6 @@ def check_chunks(path: Path, chunk_events: int, **kw) -> list[Events]:
     assert_same(Events.concatenate(parts), whole)
     assert (chunks.probe.height, chunks.probe.width) == whole.sensor_size
     return parts
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
 
 
 @pytest.mark.parametrize("rel", REAL)

@@ -15,17 +15,12 @@ from evssl.events.io.evt2 import read_evt2
 from evssl.events.io.evt3 import read_evt3
 from evssl.events.schema import EventFormatError, Events
 from tests.events.io import encoders as enc
+from tests.events.io.helpers import write
 
 
 @pytest.fixture
 def ev() -> Events:
     return enc.random_events(400, 180, 240, np.random.default_rng(7), t0=1_000, max_dt=30, unique=True)
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
 
 
 def raises(path: Path, field: str, *words: str, **kw) -> EventFormatError:

@@ -13,6 +13,7 @@ from evssl.events.io import EmptyRecordingError, iter_events, read_events
 from evssl.events.schema import EventFormatError, Events
 from tests.conftest import REAL_DATA
 from tests.events.io import encoders as enc
+from tests.events.io.helpers import assert_same, write
 
 RAW_REAL = [
     "expelliarmus/evt2_sample.raw",
@@ -23,20 +24,6 @@ RAW_REAL = [
     "tonic/sample.aedat4",
     "event-vision-library/sample.aedat4",
 ]
-
-
-def assert_same(a: Events, b: Events) -> None:
-    assert len(a) == len(b)
-    for f in ("x", "y", "t", "p"):
-        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
-        assert getattr(a, f).dtype == getattr(b, f).dtype, f
-    assert a.sensor_size == b.sensor_size
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
 
 
 @pytest.fixture
@@ -208,3 +195,23 @@ def test_chunked_reads_hold_memory_bounded_by_the_chunk(tmp_path, monkeypatch):
         tracemalloc.stop()
         assert n == len(whole) == len(ev)
         assert peak < 1_000_000 and whole_peak > 2_500_000, (path.name, peak, whole_peak)  # 13 bytes / event whole
+
+
+@pytest.mark.parametrize(
+    ("x1", "y1", "p1", "t1", "expected"),
+    [
+        (2, 1, 2, 2, [4, 1, 1, 2, 0]),  # polarity byte 2: code p, a = the byte
+        (-3, 1, 0, 2, [2, 1, 1, -3, 1]),  # negative x: code x, b = 1
+        (3, -4, 0, 2, [3, 1, 1, -4, 1]),  # negative y: code y, b = 1
+        (30, 30, 0, 2, [2, 1, 1, 30, 0]),  # x and y outside: x reported
+        (3, 1, 0, 0, [1, 1, 1, 5, 0]),  # decreasing t: a = last t, b = t
+    ],
+)
+def test_aedat4_kernel_describes_the_first_fault_of_an_event(x1, y1, p1, t1, expected):
+    k = pytest.importorskip("evssl.events.io._kernels")
+    cols = (np.array([5, t1], np.int64), np.array([1, x1], np.int16), np.array([1, y1], np.int16))
+    err = np.zeros(5, np.int64)
+    state = np.array([np.iinfo(np.int64).min], np.int64)
+    pos, n = k.aedat4_copy(*cols, np.array([1, p1], np.int8), 0, *stateful.buffers(8), state, 10, 10, err)
+    assert (pos, n) == (1, 1)
+    assert err.tolist() == expected

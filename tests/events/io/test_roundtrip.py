@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,22 +16,7 @@ from evssl.events.io.npz import read_npz
 from evssl.events.io.text import read_text
 from evssl.events.schema import Events
 from tests.events.io import encoders as enc
-
-
-def assert_same(a: Events, b: Events, *, size: bool = True) -> None:
-    """Equal columns (and dtypes); equal sensor size unless ``size=False``."""
-    assert len(a) == len(b)
-    for f in ("x", "y", "t", "p"):
-        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
-        assert getattr(a, f).dtype == getattr(b, f).dtype, f
-    if size:
-        assert a.sensor_size == b.sensor_size
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
+from tests.events.io.helpers import assert_same, write
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +11,7 @@ import evssl.events.io._prophesee as prophesee
 from evssl.events.io import iter_events, probe_events, read_events
 from evssl.events.schema import EventFormatError
 from tests.events.io import encoders as enc
-
-
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
+from tests.events.io.helpers import write
 
 
 @pytest.fixture
