@@ -8,16 +8,27 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from evssl.callbacks.method_media import ecddp_context_pictures
 from evssl.losses.ecddp import sinkhorn_targets
 from evssl.methods.ecddp import ECDDP
-from evssl.methods.ecddp_options import ECDDPContext, ECDDPCrops, ECDDPHeads, ECDDPLoss, ECDDPMasking, ECDDPSwin
+from evssl.methods.ecddp_options import (
+    ECDDPContext,
+    ECDDPCrops,
+    ECDDPHeads,
+    ECDDPLoss,
+    ECDDPMasking,
+    ECDDPOptim,
+    ECDDPSwin,
+    ecddp_preset,
+)
 from evssl.nn.attention_pool import AttentionPool
 from evssl.nn.backbones import SwinTransformer
 from evssl.nn.ema import ema_update_
-from evssl.optim import param_groups
+from evssl.optim import OptimConfig, param_groups
 from evssl.tasks.classification import load_backbone_weights
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,6 +182,77 @@ def test_smoke_config_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setattr(sys, "argv", ["evssl"])
     main(["fit", "--config", str(REPO / "experiments/smoke/ecddp.yaml"), "--trainer.fast_dev_run", "1"])
+
+
+def test_smoke_yaml_groups_round_trip_through_jsonargparse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nested ``init_args`` groups of the smoke YAML reach the module as the dataclasses a direct construction
+    builds (switches resolved by the preset), and dotted CLI keys override single group fields."""
+    from evssl.cli import EvsslCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    smoke = str(REPO / "experiments/smoke/ecddp.yaml")
+    parsed = EvsslCLI(args=["--config", smoke, "--trainer.logger", "false"], run=False).model
+    direct = ECDDP(
+        SwinTransformer(in_chans=6, patch_size=2, embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6),
+                        window_size=4, mask_token=True),
+        heads=ECDDPHeads(neck_dim=64, num_prototypes=64, hidden_dim=128, bottleneck_dim=32, pool_heads=2),
+        crops=ECDDPCrops(global_size=32, local_size=16, num_local=2),
+        context=ECDDPContext(num_clusters=4, log_num_samples=2),
+        loss=ECDDPLoss(warmup_teacher_temp_epochs=1),
+        optim=ECDDPOptim(lr=5e-3, warmup_epochs=0.5),
+    )  # fmt: skip
+    for group in ("heads", "crops", "masking", "context", "loss_config", "swin", "optim"):
+        assert getattr(parsed, group) == getattr(direct, group), group
+    assert parsed.heads.neck_dim == 64 and parsed.crops.num_local == 2 and parsed.context.log_num_samples == 2
+    switches = (parsed.swin.padding, parsed.masking.count, parsed.optim.no_decay)
+    assert switches == ("official", "official", ("bias", "norm"))
+    shapes = {k: v.shape for k, v in direct.state_dict().items() if not k.startswith("probe.")}
+    assert {k: v.shape for k, v in parsed.state_dict().items() if not k.startswith("probe.")} == shapes
+
+    args = ["--config", smoke, "--trainer.logger", "false", "--model.init_args.crops.num_local", "3",
+            "--model.init_args.masking.exact", "true", "--model.init_args.swin.padding", "masked"]  # fmt: skip
+    over = EvsslCLI(args=args, run=False).model
+    assert over.crops.num_local == 3 and over.crops.global_size == 32  # the other fields of the group stay
+    assert (over.masking.exact, over.masking.count, over.swin.padding) == (True, "official", "masked")
+
+
+PRESET_SWITCHES = {  # (optim.no_decay, masking.count, masking.exact, swin.padding)
+    "official": (("bias", "norm"), "official", False, "official"),
+    "paper": (OptimConfig().no_decay, "grid", True, "masked"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_SWITCHES))
+def test_preset_fills_the_switches_and_explicit_values_win(preset: str) -> None:
+    switches = PRESET_SWITCHES[preset]
+    optim, masking, swin = ecddp_preset(preset, ECDDPOptim(lr=0.1), ECDDPMasking(probability=0.3), ECDDPSwin())
+    assert (optim.no_decay, masking.count, masking.exact, swin.padding) == switches
+    assert optim.lr == 0.1 and masking.probability == 0.3  # fields that are no switch are kept
+    _, count, exact, padding = PRESET_SWITCHES["paper" if preset == "official" else "official"]
+    optim, masking, swin = ecddp_preset(
+        preset, ECDDPOptim(no_decay=("bias",)), ECDDPMasking(count=count, exact=exact), ECDDPSwin(padding=padding)
+    )
+    assert (optim.no_decay, masking.count, masking.exact, swin.padding) == (("bias",), count, exact, padding)
+    m = tiny_ecddp(preset=preset, masking={"exact": exact})
+    assert m.masking.exact is exact and m.masking.count == switches[1]
+    with pytest.raises(ValueError, match="ECDDP: unknown preset 'dino'"):
+        ecddp_preset("dino", ECDDPOptim(), ECDDPMasking(), ECDDPSwin())
+    with pytest.raises(ValueError, match=r"swin.padding must be one of"):
+        ECDDPSwin(padding="clamped")  # type: ignore[arg-type]
+
+
+def test_context_pictures_one_per_sample() -> None:
+    torch.manual_seed(0)
+    m = tiny_ecddp()
+    views = m.make_views(torch.randn(3, 6, 48, 48))
+    tgt = m.teacher_targets(views, 0.05)
+    images, captions = ecddp_context_pictures(views, tgt, m.context.num_clusters, num_samples=2)
+    assert len(images) == len(captions) == 2
+    assert all(im.dtype == np.uint8 for im in images)
+    # events | K-means contexts (48 px, enlarged x3) | global crop (32 px, x4) with 2-px gaps
+    assert images[0].shape == (144, 144 + 2 + 144 + 2 + 128, 3)
+    assert len(ecddp_context_pictures(views, tgt, m.context.num_clusters, num_samples=8)[0]) == 3  # at most B
 
 
 @pytest.mark.slow
