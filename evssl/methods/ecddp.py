@@ -35,8 +35,8 @@ epochs then cosine to 1e-6, weight decay cosine 0.04 → 0.4, patch-embedding lr
 ``trainer.gradient_clip_val``), EMA momentum 0.992 → 1 (cosine, once per optimizer step, over backbone + neck + the
 three heads), teacher without drop-path, in eval mode, without gradient and outside the optimizer.
 
-Switches (``preset``, :data:`ECDDP_PRESETS`; ``official`` = the official code, github.com/Yan98/
-Event-Camera-Data-Dense-Pre-training, ``paper`` = the text / the usual DINO-iBOT practice):
+Switches (``preset``, :data:`~evssl.methods.ecddp_options.ECDDP_PRESETS`; ``official`` = the official code,
+github.com/Yan98/Event-Camera-Data-Dense-Pre-training, ``paper`` = the text / the usual DINO-iBOT practice):
 
 * **Swin windows** (review C1, ``swin.padding``): ``official`` = detection-style Swin of ``swin_pretrain.py`` (maps
   padded to a multiple of 7, padded keys *not* masked, odd blocks always shifted by 3: every 192/96-px student crop
@@ -123,14 +123,14 @@ class ECDDP(PretrainMethod):
     Args:
         backbone: a :class:`~evssl.nn.backbones.SwinTransformer` built with ``mask_token=True`` (``in_chans`` linked
             from the data's representation).
-        heads, crops, masking, context, loss, swin: option groups (:mod:`evssl.methods.ecddp_options`:
-            :class:`ECDDPHeads`, :class:`ECDDPCrops`, :class:`ECDDPMasking`, :class:`ECDDPContext`, :class:`ECDDPLoss`,
-            :class:`ECDDPSwin`).
+        heads, crops, masking, context, loss, swin: option groups of :mod:`evssl.methods.ecddp_options`
+            (``ECDDPHeads``, ``ECDDPCrops``, ``ECDDPMasking``, ``ECDDPContext``, ``ECDDPLoss``, ``ECDDPSwin``); their
+            ``None`` switch fields take the preset's values.
         patch_embed_lr_scale: lr multiplier of the patch embedding (0.2).
-        preset: ``"official"`` (default) or ``"paper"`` (:data:`ECDDP_PRESETS`): Swin windows, mask counting and the
-            weight-decay groups.
-        optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to :class:`ECDDPOptim`,
-            ``ema`` to 0.992 -> 1.
+        preset: ``"official"`` (default) or ``"paper"`` (:data:`~evssl.methods.ecddp_options.ECDDP_PRESETS`): Swin
+            windows, mask counting and the weight-decay groups.
+        optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to
+            :class:`~evssl.methods.ecddp_options.ECDDPOptim`, ``ema`` to 0.992 -> 1.
     """
 
     def __init__(
