@@ -1,10 +1,11 @@
 """Pictures of what the pre-training methods see (logged to W&B / TensorBoard by :func:`log_images`).
 
 * :func:`log_ecdp_views`: ECDP's two masked views (kept patches bright);
-* :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop.
+* :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop (composed
+  by :func:`ecddp_context_pictures`).
 
-The methods call these from their first training batch of every n-th epoch (``log_views_every_n_epochs`` /
-``log_contexts_every_n_epochs``); each is a no-op without a logger and on non-zero ranks.
+The methods call these from their first training batch of every n-th epoch (ECDP ``log_views_every_n_epochs``, ECDDP
+``context.log_every_n_epochs``) when :func:`should_log_pictures` allows it (a logger, rank 0).
 """
 
 from __future__ import annotations
