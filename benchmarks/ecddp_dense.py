@@ -99,7 +99,8 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from evssl.data import EventDataModule
 from evssl.data.samplers import DenseWindow
 from evssl.events.representations import VoxelGrid
-from evssl.methods.ecddp import ECDDP, ECDDPOptim
+from evssl.methods.ecddp import ECDDP
+from evssl.methods.ecddp_options import ECDDPContext, ECDDPCrops, ECDDPHeads, ECDDPLoss, ECDDPOptim, ECDDPSwin
 from evssl.nn.backbones import SwinTransformer
 from evssl.optim import EmaConfig, OptimConfig
 from evssl.tasks.dense import DepthEstimation, OpticalFlow, SemanticSegmentation
@@ -195,23 +196,18 @@ def pretrain(args: argparse.Namespace, seed: int, out: Path) -> tuple[Path, dict
     seed_everything(seed, workers=True)
     model = ECDDP(
         swin(mask_token=True),
-        neck_dim=64,
-        num_prototypes=args.prototypes,
-        head_hidden_dim=128,
-        head_bottleneck_dim=32,
-        pool_heads=2,
-        num_clusters=4,
-        global_crop_size=32,
-        local_crop_size=16,
-        num_local_crops=args.local_crops,
-        teacher_temp=args.teacher_temp,
-        warmup_teacher_temp=min(0.04, args.teacher_temp),
-        warmup_teacher_temp_epochs=max(1, args.pretrain_epochs // 4),
+        heads=ECDDPHeads(neck_dim=64, num_prototypes=args.prototypes, hidden_dim=128, bottleneck_dim=32, pool_heads=2),
+        crops=ECDDPCrops(global_size=32, local_size=16, num_local=args.local_crops),
+        context=ECDDPContext(num_clusters=4, log_every_n_epochs=0),
+        loss=ECDDPLoss(
+            teacher_temp=args.teacher_temp,
+            warmup_teacher_temp=min(0.04, args.teacher_temp),
+            warmup_teacher_temp_epochs=max(1, args.pretrain_epochs // 4),
+        ),
+        swin=ECDDPSwin(export_teacher=args.export == "teacher"),
         preset=args.preset,
         optim=ECDDPOptim(lr=args.pretrain_lr, lr_batch_scale=False, warmup_epochs=1, min_lr_ratio=0.01),
         ema=EmaConfig(0.98),
-        log_contexts_every_n_epochs=0,
-        export_teacher=args.export == "teacher",
     )
     tr = trainer(args.pretrain_epochs, clip=3.0)
     last = LastEpochLosses()
@@ -222,13 +218,13 @@ def pretrain(args: argparse.Namespace, seed: int, out: Path) -> tuple[Path, dict
     losses = last.means()
     # each term relative to its value for uniform student and teacher distributions (ln P times its weight): 1.00
     # means that level has collapsed to uniform targets, < 1 that it fits informative targets
-    ln_p, n_l, lam = math.log(model.patch_head.out_dim), model.num_local_crops, model.context_weight
+    ln_p, n_l, lam = math.log(model.patch_head.out_dim), model.crops.num_local, model.loss_config.context_weight
     w = 1.0 / (2 * n_l + 2 + lam)
     uniform = {
         "loss_image_local": w * 2 * n_l * ln_p,
         "loss_image_global": w * 2 * ln_p,
         "loss_context": w * lam * ln_p,
-        "loss_patch": model.mask_probability * ln_p,
+        "loss_patch": model.masking.probability * ln_p,
     }
     ratios = {k: losses[k] / u for k, u in uniform.items() if k in losses and u > 0}
     return path, ratios

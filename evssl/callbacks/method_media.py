@@ -1,10 +1,11 @@
 """Pictures of what the pre-training methods see (logged to W&B / TensorBoard by :func:`log_images`).
 
 * :func:`log_ecdp_views`: ECDP's two masked views (kept patches bright);
-* :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop.
+* :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop (composed
+  by :func:`ecddp_context_pictures`).
 
-The methods call these from their first training batch of every n-th epoch (``log_views_every_n_epochs`` /
-``log_contexts_every_n_epochs``); each is a no-op without a logger and on non-zero ranks.
+The methods call these from their first training batch of every n-th epoch (ECDP ``log_views_every_n_epochs``, ECDDP
+``context.log_every_n_epochs``) when :func:`should_log_pictures` allows it (a logger, rank 0).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from evssl.callbacks.dense_media import context_overlay, side_by_side
 from evssl.callbacks.media import log_images, signed_to_rgb, tensor_to_rgb
 from evssl.nn.masking import keep_mask
 
-__all__ = ["log_ecddp_contexts", "log_ecdp_views", "masked_view_picture", "should_log_pictures"]
+__all__ = [
+    "ecddp_context_pictures",
+    "log_ecddp_contexts",
+    "log_ecdp_views",
+    "masked_view_picture",
+    "should_log_pictures",
+]
 
 
 def should_log_pictures(module: LightningModule, every_n_epochs: int) -> bool:
@@ -60,10 +67,12 @@ def log_ecdp_views(module: LightningModule, out: dict[str, Tensor], patch_size: 
     log_images(module.trainer, "train/ecdp_views", images, captions=captions)
 
 
-def log_ecddp_contexts(
-    module: LightningModule, views: dict[str, Any], tgt: dict[str, Tensor], num_clusters: int, num_samples: int
-) -> None:
-    """``train/ecddp_contexts``: events | K-means contexts | the first global crop with its transported contexts."""
+def ecddp_context_pictures(
+    views: dict[str, Any], tgt: dict[str, Tensor], num_clusters: int, num_samples: int
+) -> tuple[list[np.ndarray], list[str]]:
+    """Events | K-means contexts | the first global crop with its transported contexts, for the first
+    ``num_samples`` samples of an ECDDP step (:meth:`~evssl.methods.ecddp.ECDDP.make_views` ``views`` and
+    :meth:`~evssl.methods.ecddp.ECDDP.teacher_targets` ``tgt``); one picture and one caption per sample."""
     x, glob = views["full"], views["global"]
     b = x.shape[0]
     g = views["grid"][0]
@@ -78,4 +87,12 @@ def log_ecddp_contexts(
         ]
         images.append(side_by_side([ev, *overlays]))
         captions.append(f"sample {i}: events | K-means contexts | global crop 1 with transported contexts")
+    return images, captions
+
+
+def log_ecddp_contexts(
+    module: LightningModule, views: dict[str, Any], tgt: dict[str, Tensor], num_clusters: int, num_samples: int
+) -> None:
+    """``train/ecddp_contexts``: the pictures of :func:`ecddp_context_pictures`."""
+    images, captions = ecddp_context_pictures(views, tgt, num_clusters, num_samples)
     log_images(module.trainer, "train/ecddp_contexts", images, captions=captions)

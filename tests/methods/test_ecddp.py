@@ -8,16 +8,28 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from evssl.callbacks.method_media import ecddp_context_pictures
 from evssl.losses.ecddp import sinkhorn_targets
-from evssl.methods.ecddp import ECDDP, AttentionPool, ECDDPOptim
+from evssl.methods.ecddp import ECDDP
+from evssl.methods.ecddp_options import (
+    ECDDPContext,
+    ECDDPCrops,
+    ECDDPHeads,
+    ECDDPLoss,
+    ECDDPMasking,
+    ECDDPOptim,
+    ECDDPSwin,
+    ecddp_preset,
+)
+from evssl.nn.attention_pool import AttentionPool
 from evssl.nn.backbones import SwinTransformer
 from evssl.nn.ema import ema_update_
-from evssl.optim import param_groups
+from evssl.optim import OptimConfig, param_groups
 from evssl.tasks.classification import load_backbone_weights
-from tests.helpers import grouped
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,21 +46,20 @@ def tiny_swin(in_chans: int = 6, mask_token: bool = True) -> SwinTransformer:
     )
 
 
+GROUPS = {"heads": ECDDPHeads, "crops": ECDDPCrops, "masking": ECDDPMasking, "context": ECDDPContext,
+          "loss": ECDDPLoss, "swin": ECDDPSwin}  # fmt: skip
+TINY = {
+    "heads": dict(neck_dim=32, num_prototypes=16, hidden_dim=32, bottleneck_dim=16, pool_heads=2),
+    "crops": dict(global_size=32, local_size=16, num_local=2),
+    "context": dict(num_clusters=3),
+    "loss": dict(warmup_teacher_temp_epochs=2),
+}
+
+
 def tiny_ecddp(**kw) -> ECDDP:
-    args = dict(
-        neck_dim=32,
-        num_prototypes=16,
-        head_hidden_dim=32,
-        head_bottleneck_dim=16,
-        pool_heads=2,
-        num_clusters=3,
-        global_crop_size=32,
-        local_crop_size=16,
-        num_local_crops=2,
-        warmup_teacher_temp_epochs=2,
-    )
-    args.update(kw)
-    return ECDDP(tiny_swin(), **grouped(args, ECDDPOptim))
+    """A tiny ECDDP: group keywords (``crops={"global_size": 48}``) update the tiny groups, the rest goes to ECDDP."""
+    groups = {name: cls(**{**TINY.get(name, {}), **kw.pop(name, {})}) for name, cls in GROUPS.items()}
+    return ECDDP(tiny_swin(), **groups, **kw)
 
 
 def test_forward_backward_teacher_gets_no_gradient() -> None:
@@ -91,7 +102,7 @@ def test_teacher_excluded_from_optimizer_and_patch_embed_lr() -> None:
 
 
 def test_teacher_temperature_warmup() -> None:
-    m = tiny_ecddp(warmup_teacher_temp_epochs=30)
+    m = tiny_ecddp(loss={"warmup_teacher_temp_epochs": 30})
     assert m.teacher_temp_at(0) == pytest.approx(0.04)
     assert m.teacher_temp_at(15) == pytest.approx(0.055)
     assert m.teacher_temp_at(30) == m.teacher_temp_at(100) == pytest.approx(0.07)
@@ -99,7 +110,7 @@ def test_teacher_temperature_warmup() -> None:
 
 def test_identity_crops_transport_the_kmeans_assignments_unchanged() -> None:
     torch.manual_seed(0)
-    m = tiny_ecddp(global_crop_size=48, global_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0)
+    m = tiny_ecddp(crops={"global_size": 48, "global_scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip_p": 0.0})
     views = m.make_views(torch.randn(2, 6, 48, 48))
     torch.testing.assert_close(views["global"].images[:2], views["full"])
     tgt = m.teacher_targets(views, 0.05)
@@ -111,7 +122,7 @@ def test_identity_crops_transport_the_kmeans_assignments_unchanged() -> None:
 
 def test_flipped_global_crop_flips_the_assignments() -> None:
     torch.manual_seed(1)
-    m = tiny_ecddp(global_crop_size=48, global_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=1.0)
+    m = tiny_ecddp(crops={"global_size": 48, "global_scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip_p": 1.0})
     views = m.make_views(torch.randn(2, 6, 48, 48))
     tgt = m.teacher_targets(views, 0.05)
     labels = tgt["crop_membership"].float().argmax(1).view(4, 6, 6)
@@ -154,10 +165,14 @@ def test_export_is_a_plain_swin_that_dense_tasks_load(tmp_path: Path) -> None:
 
 
 def test_invalid_sizes_are_rejected() -> None:
-    with pytest.raises(ValueError, match="multiple of the neck stride"):
-        tiny_ecddp(global_crop_size=36)
+    with pytest.raises(ValueError, match=r"crops.global_size=36 must be a multiple of the neck stride"):
+        tiny_ecddp(crops={"global_size": 36})
     with pytest.raises(ValueError, match="mask_token=True"):
-        ECDDP(tiny_swin(mask_token=False), neck_dim=32, num_prototypes=8, head_hidden_dim=16, head_bottleneck_dim=8)
+        ECDDP(tiny_swin(mask_token=False), ECDDPHeads(neck_dim=32, num_prototypes=8, hidden_dim=16, bottleneck_dim=8))
+    with pytest.raises(ValueError, match=r"crops.interpolation must be one of .* got 'bicubic'"):
+        ECDDPCrops(interpolation="bicubic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"context.kmeans_empty must be one of"):
+        ECDDPContext(kmeans_empty="drop")  # type: ignore[arg-type]
 
 
 def test_smoke_config_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,6 +182,77 @@ def test_smoke_config_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setattr(sys, "argv", ["evssl"])
     main(["fit", "--config", str(REPO / "experiments/smoke/ecddp.yaml"), "--trainer.fast_dev_run", "1"])
+
+
+def test_smoke_yaml_groups_round_trip_through_jsonargparse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nested ``init_args`` groups of the smoke YAML reach the module as the dataclasses a direct construction
+    builds (switches resolved by the preset), and dotted CLI keys override single group fields."""
+    from evssl.cli import EvsslCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    smoke = str(REPO / "experiments/smoke/ecddp.yaml")
+    parsed = EvsslCLI(args=["--config", smoke, "--trainer.logger", "false"], run=False).model
+    direct = ECDDP(
+        SwinTransformer(in_chans=6, patch_size=2, embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6),
+                        window_size=4, mask_token=True),
+        heads=ECDDPHeads(neck_dim=64, num_prototypes=64, hidden_dim=128, bottleneck_dim=32, pool_heads=2),
+        crops=ECDDPCrops(global_size=32, local_size=16, num_local=2),
+        context=ECDDPContext(num_clusters=4, log_num_samples=2),
+        loss=ECDDPLoss(warmup_teacher_temp_epochs=1),
+        optim=ECDDPOptim(lr=5e-3, warmup_epochs=0.5),
+    )  # fmt: skip
+    for group in ("heads", "crops", "masking", "context", "loss_config", "swin", "optim"):
+        assert getattr(parsed, group) == getattr(direct, group), group
+    assert parsed.heads.neck_dim == 64 and parsed.crops.num_local == 2 and parsed.context.log_num_samples == 2
+    switches = (parsed.swin.padding, parsed.masking.count, parsed.optim.no_decay)
+    assert switches == ("official", "official", ("bias", "norm"))
+    shapes = {k: v.shape for k, v in direct.state_dict().items() if not k.startswith("probe.")}
+    assert {k: v.shape for k, v in parsed.state_dict().items() if not k.startswith("probe.")} == shapes
+
+    args = ["--config", smoke, "--trainer.logger", "false", "--model.init_args.crops.num_local", "3",
+            "--model.init_args.masking.exact", "true", "--model.init_args.swin.padding", "masked"]  # fmt: skip
+    over = EvsslCLI(args=args, run=False).model
+    assert over.crops.num_local == 3 and over.crops.global_size == 32  # the other fields of the group stay
+    assert (over.masking.exact, over.masking.count, over.swin.padding) == (True, "official", "masked")
+
+
+PRESET_SWITCHES = {  # (optim.no_decay, masking.count, masking.exact, swin.padding)
+    "official": (("bias", "norm"), "official", False, "official"),
+    "paper": (OptimConfig().no_decay, "grid", True, "masked"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_SWITCHES))
+def test_preset_fills_the_switches_and_explicit_values_win(preset: str) -> None:
+    switches = PRESET_SWITCHES[preset]
+    optim, masking, swin = ecddp_preset(preset, ECDDPOptim(lr=0.1), ECDDPMasking(probability=0.3), ECDDPSwin())
+    assert (optim.no_decay, masking.count, masking.exact, swin.padding) == switches
+    assert optim.lr == 0.1 and masking.probability == 0.3  # fields that are no switch are kept
+    _, count, exact, padding = PRESET_SWITCHES["paper" if preset == "official" else "official"]
+    optim, masking, swin = ecddp_preset(
+        preset, ECDDPOptim(no_decay=("bias",)), ECDDPMasking(count=count, exact=exact), ECDDPSwin(padding=padding)
+    )
+    assert (optim.no_decay, masking.count, masking.exact, swin.padding) == (("bias",), count, exact, padding)
+    m = tiny_ecddp(preset=preset, masking={"exact": exact})
+    assert m.masking.exact is exact and m.masking.count == switches[1]
+    with pytest.raises(ValueError, match="ECDDP: unknown preset 'dino'"):
+        ecddp_preset("dino", ECDDPOptim(), ECDDPMasking(), ECDDPSwin())
+    with pytest.raises(ValueError, match=r"swin.padding must be one of"):
+        ECDDPSwin(padding="clamped")  # type: ignore[arg-type]
+
+
+def test_context_pictures_one_per_sample() -> None:
+    torch.manual_seed(0)
+    m = tiny_ecddp()
+    views = m.make_views(torch.randn(3, 6, 48, 48))
+    tgt = m.teacher_targets(views, 0.05)
+    images, captions = ecddp_context_pictures(views, tgt, m.context.num_clusters, num_samples=2)
+    assert len(images) == len(captions) == 2
+    assert all(im.dtype == np.uint8 for im in images)
+    # events | K-means contexts (48 px, enlarged x3) | global crop (32 px, x4) with 2-px gaps
+    assert images[0].shape == (144, 144 + 2 + 144 + 2 + 128, 3)
+    assert len(ecddp_context_pictures(views, tgt, m.context.num_clusters, num_samples=8)[0]) == 3  # at most B
 
 
 @pytest.mark.slow
@@ -181,9 +267,10 @@ def test_image_level_self_distillation_sharpens_on_a_fixed_batch() -> None:
     """
     torch.manual_seed(0)
     m = tiny_ecddp(
-        neck_dim=64, num_prototypes=256, head_hidden_dim=128, head_bottleneck_dim=32, num_clusters=4,
-        num_local_crops=0, global_crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0,
-    )  # fmt: skip
+        heads={"neck_dim": 64, "num_prototypes": 256, "hidden_dim": 128, "bottleneck_dim": 32},
+        context={"num_clusters": 4},
+        crops={"num_local": 0, "global_scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip_p": 0.0},
+    )
     m.train()
     params = [p for part in m._student_parts().values() for p in part.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.04)

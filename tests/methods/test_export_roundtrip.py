@@ -12,6 +12,7 @@ from torch import nn
 from evssl.export import export_backbone, load_exported_backbone
 from evssl.methods.brave import BraVe
 from evssl.methods.ecddp import ECDDP
+from evssl.methods.ecddp_options import ECDDPCrops, ECDDPHeads, ECDDPSwin
 from evssl.methods.ecdp import ECDP
 from evssl.nn.backbones import BasicBlock, Bottleneck, ResNet, SwinTransformer, VisionTransformer
 from evssl.nn.image_encoders import RandomFeatureEncoder
@@ -34,9 +35,9 @@ def _swin(mask_token: bool = False) -> SwinTransformer:
 
 
 def _ecddp(**kw) -> ECDDP:
-    heads = dict(neck_dim=16, num_prototypes=8, head_hidden_dim=8, head_bottleneck_dim=4, pool_heads=2)
-    crops = dict(global_crop_size=32, local_crop_size=16, num_local_crops=1)
-    return ECDDP(_swin(mask_token=True), **heads, **crops, **kw)
+    heads = ECDDPHeads(neck_dim=16, num_prototypes=8, hidden_dim=8, bottleneck_dim=4, pool_heads=2)
+    crops = ECDDPCrops(global_size=32, local_size=16, num_local=1)
+    return ECDDP(_swin(mask_token=True), heads, crops, **kw)
 
 
 def _ecdp() -> ECDP:
@@ -54,7 +55,7 @@ CASES = {
     "brave-resnet": (_brave, (2, 3, 16, 16)),
     "ecdp-vit": (_ecdp, (2, 2, 16, 16)),
     "ecddp-swin": (_ecddp, (2, 3, 32, 32)),
-    "ecddp-swin-teacher-paper": (lambda: _ecddp(export_teacher=True, preset="paper"), (2, 3, 32, 32)),
+    "ecddp-swin-teacher-paper": (lambda: _ecddp(swin=ECDDPSwin(export_teacher=True), preset="paper"), (2, 3, 32, 32)),
     "classifier-resnet-bottleneck": (lambda: Classifier(_resnet(Bottleneck), 3, mode="scratch"), (2, 3, 16, 16)),
     "classifier-vit": (lambda: Classifier(_vit(), num_classes=3, mode="scratch"), (2, 2, 16, 16)),
     "segmentation-swin": (lambda: SemanticSegmentation(_swin(), 3, decoder_channels=8), (2, 3, 32, 32)),

@@ -45,8 +45,8 @@ def test_ecddp_presets_reach_the_swin_blocks_masks_and_groups() -> None:
         assert blocks and all(b.window_padding == pad for b in blocks)
         assert all(b.window_padding == pad for b in m.teacher["backbone"].modules() if hasattr(b, "window_padding"))
         assert m.backbone_config()["init_args"]["window_padding"] == pad
-    assert (official.mask_count, official.mask_exact) == ("official", False)
-    assert (paper.mask_count, paper.mask_exact) == ("grid", True)
+    assert (official.masking.count, official.masking.exact) == ("official", False)
+    assert (paper.masking.count, paper.masking.exact) == ("grid", True)
     dec_o, dec_p = _decayed(official), _decayed(paper)
     relpos = [n for n in dec_o if n.endswith("relative_position_bias_table")]
     assert relpos and all(dec_o[n] for n in relpos) and not any(dec_p[n] for n in relpos)  # C5
@@ -54,7 +54,7 @@ def test_ecddp_presets_reach_the_swin_blocks_masks_and_groups() -> None:
     assert dec_o["backbone.patch_embed.bias"] and dec_o["backbone.patch_norm.weight"]  # patch-embed group decays
     one_d = [n for n, p in official.named_parameters() if p.ndim == 1 and not n.startswith(("backbone.patch", "t"))]
     assert one_d and not any(dec_o[n] for n in one_d if n in dec_o)  # other 1-D parameters do not decay
-    assert tiny_ecddp(swin_padding="masked").swin_padding == "masked"  # explicit value over the preset
+    assert tiny_ecddp(swin={"padding": "masked"}).swin.padding == "masked"  # explicit value over the preset
 
 
 def _events(n: int = 4000, h: int = 16, w: int = 16, seed: int = 0) -> EventBatch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evssl.nn.backbones.swin import SwinBlock, SwinNeck, SwinTransformer, swin_tiny
+from evssl.nn.backbones.swin import SwinBlock, SwinNeck, SwinTransformer, set_window_padding_, swin_tiny
 from tests.nn.helpers import count
 
 
@@ -231,3 +231,16 @@ def test_official_window_padding_whole_model_matches_block_restatement():
     assert [f.shape[-1] for f in out["features"]] == [12, 6, 3, 2]
     with pytest.raises(ValueError, match="window_padding"):
         tiny(window_padding="pad")
+
+
+def test_set_window_padding_reaches_every_block_and_changes_the_output() -> None:
+    torch.manual_seed(0)
+    net = tiny().eval()
+    x = torch.randn(1, net.in_chans, 20, 20)  # maps not multiples of the window: the two modes differ
+    masked = net(x)
+    set_window_padding_(net, "official")
+    blocks = [m for m in net.modules() if isinstance(m, SwinBlock)]
+    assert blocks and net.window_padding == "official" and all(b.window_padding == "official" for b in blocks)
+    assert not torch.allclose(net(x), masked)
+    with pytest.raises(ValueError, match="window_padding must be one of"):
+        set_window_padding_(net, "clamped")  # type: ignore[arg-type]

@@ -50,6 +50,7 @@ __all__ = [
     "SwinNeck",
     "SwinTransformer",
     "WindowAttention",
+    "set_window_padding_",
     "swin_tiny",
     "window_attention_mask",
 ]
@@ -431,6 +432,15 @@ def swin_tiny(
         stage_norms=stage_norms,
         window_padding=window_padding,
     )
+
+
+def set_window_padding_(backbone: nn.Module, padding: WindowPadding) -> None:
+    """Set ``window_padding`` on a Swin backbone and all its blocks (a forward-time switch, no parameters)."""
+    if padding not in _WINDOW_PADDINGS:
+        raise ValueError(f"window_padding must be one of {_WINDOW_PADDINGS}, got {padding!r}")
+    for m in backbone.modules():
+        if hasattr(m, "window_padding"):
+            m.window_padding = padding
 
 
 class SwinNeck(nn.Module):
