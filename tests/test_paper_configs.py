@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from evssl.cli import EvsslCLI
-from tests.paper_configs import BACKBONE_KEYS, BACKBONES, PAPER_CONFIGS, REPO, ShrinkError, shrink
+from tests.paper_configs import BACKBONE_KEYS, BACKBONES, MODELS, PAPER_CONFIGS, REPO, SAMPLERS, ShrinkError, shrink
 
 #: a shrunk config's model (all backbones, heads, EMA targets); the paper-scale ones have 20-180 M. The largest
 #: shrunk ones are meta-VO's (~1 M: ConvLSTMs after encoder stages 3 and 4, as the configs place them)
@@ -84,3 +84,19 @@ def test_paper_config_runs_one_step_shrunk(config: Path, tmp_path: Path, monkeyp
     assert cli.trainer.global_step >= 1, f"{name} (shrunk): no optimiser step was taken"
     params = sum(p.numel() for p in cli.model.parameters())
     assert params < MAX_PARAMS, f"{name} (shrunk) still has {params:,} parameters: a backbone or head was not shrunk"
+
+
+def test_every_table_entry_is_stated_by_some_config(tmp_path: Path) -> None:
+    """A key renamed in a method or a YAML would silently stop being shrunk: every MODELS / SAMPLERS key must be
+    stated by at least one paper config of that class."""
+    stated: dict[str, set[str]] = {}
+    for config in PAPER_CONFIGS:
+        cfg = yaml.safe_load(config.read_text())
+        data = cfg["data"].get("init_args", {})
+        for spec in (cfg["model"], data.get("sampler"), data.get("eval_sampler")):
+            if spec:
+                name = spec["class_path"].rsplit(".", 1)[-1]
+                stated.setdefault(name, set()).update(spec.get("init_args") or {})
+    for table in (MODELS, SAMPLERS):
+        for name, entry in table.items():
+            assert set(entry) <= stated.get(name, set()), f"{name}: {set(entry) - stated.get(name, set())} unused"
