@@ -55,7 +55,7 @@ def test_shrinking_keeps_what_the_config_states_and_adds_nothing_else(tmp_path: 
     cfg = shrink(REPO / "experiments/ecddp/etartanair_swin_t.yaml", tmp_path)
     model = cfg["model"]["init_args"]
     swin = model["backbone"]["init_args"]
-    assert swin["mask_token"] is True and swin["window_size"] == 4 and swin["drop_path_rate"] == 0.0
+    assert swin["mask_token"] is True and swin["window_size"] == 4 and swin["drop_path_rate"] == 0.1  # kept
     assert (model["global_crop_size"], model["local_crop_size"], model["input_size"]) == (32, 16, [32, 32])
     assert model["num_prototypes"] == 64 and model["student_temp"] == 0.1  # untouched paper value
     sampler = cfg["data"]["init_args"]["sampler"]["init_args"]
