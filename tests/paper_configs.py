@@ -67,16 +67,9 @@ MODELS: dict[str, dict[str, Any]] = {
         "vit_pyramid": {"block_indices": [0, 0, 0, 0]},  # the one ViT block feeds every level
     },
     "ECDDP": {
-        "neck_dim": 32,
-        "num_prototypes": 64,
-        "head_hidden_dim": 32,
-        "head_bottleneck_dim": 16,
-        "num_clusters": 4,
-        "kmeans_iters": 2,
-        "input_size": [32, 32],
-        "global_crop_size": 32,
-        "local_crop_size": 16,
-        "num_local_crops": 2,
+        "heads": {"neck_dim": 32, "num_prototypes": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+        "context": {"num_clusters": 4, "kmeans_iters": 2},
+        "crops": {"input_size": [32, 32], "global_size": 32, "local_size": 16, "num_local": 2},
     },
     "ECDP": {
         "image_embed_dim": 16,

@@ -47,7 +47,7 @@ def test_shrunk_config_is_tiny_cpu_and_synthetic(config: Path, tmp_path: Path) -
     sources = [data[k] for k in ("source", "train_source", "test_source") if k in data]
     assert sources and all(s.startswith("synthetic") or s.startswith(str(tmp_path)) for s in sources), sources
     # the paper values the tables must replace are gone
-    assert model.get("num_prototypes", 64) == 64 and model.get("teacher_checkpoint") is None
+    assert model.get("heads", {}).get("num_prototypes", 64) == 64 and model.get("teacher_checkpoint") is None
     assert model.get("pretrained") is None
 
 
@@ -56,8 +56,9 @@ def test_shrinking_keeps_what_the_config_states_and_adds_nothing_else(tmp_path: 
     model = cfg["model"]["init_args"]
     swin = model["backbone"]["init_args"]
     assert swin["mask_token"] is True and swin["window_size"] == 4 and swin["drop_path_rate"] == 0.1  # kept
-    assert (model["global_crop_size"], model["local_crop_size"], model["input_size"]) == (32, 16, [32, 32])
-    assert model["num_prototypes"] == 64 and model["student_temp"] == 0.1  # untouched paper value
+    crops = model["crops"]
+    assert (crops["global_size"], crops["local_size"], crops["input_size"]) == (32, 16, [32, 32])
+    assert model["heads"]["num_prototypes"] == 64 and model["loss"]["student_temp"] == 0.1  # untouched paper value
     sampler = cfg["data"]["init_args"]["sampler"]["init_args"]
     assert sampler["crop_size"] == [32, 48] and "resolution" not in sampler  # replaced, not added
 
