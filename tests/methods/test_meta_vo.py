@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from evssl.data.collate import collate_events
 from evssl.data.sequences import OnlineSequenceDataset, VODataModule
 from evssl.methods.meta_vo import MetaConfig, MetaVO, MetaVOOptim, NetworkConfig, OnlineConfig
+from evssl.metrics.online_vo import OnlineVORecorder
 from evssl.nn.backbones.resnet import BasicBlock, ResNet
 from tests.helpers import REPO, cli_env
 
@@ -105,17 +106,17 @@ def _trainer(**kw) -> Trainer:
     )
 
 
-def test_online_loop_never_reads_a_window_before_predicting_the_previous(dm: VODataModule) -> None:
+def test_online_loop_never_reads_a_window_before_predicting_the_previous(dm: VODataModule, monkeypatch) -> None:
     log = _Recorder()
     ds = _InstrumentedOnline(dm.datasets["test"], log)
     model = _model()
-    original = model._record
+    original = OnlineVORecorder.add
 
-    def record(batch, seq, *a, **k):
+    def record(self, *a, **k):
         log.events.append(("predict", len([e for e in log.events if e[0] == "predict"])))
-        return original(batch, seq, *a, **k)
+        return original(self, *a, **k)
 
-    model._record = record  # type: ignore[method-assign]
+    monkeypatch.setattr(OnlineVORecorder, "add", record)
     before = copy.deepcopy(model.state_dict())
     _trainer(inference_mode=False).test(model, datamodule=_DM(ds))
     reads = [k for e, k in log.events if e == "read"]
