@@ -4,27 +4,23 @@ No public code exists; this is a first implementation from the abstract/introduc
 (``shared/reference/evdistill_brave_vo.md`` §2, formulas marked [R] there are unverified) and the seed note. Every
 unverified choice is an option below, with its formula.
 
-Networks (:func:`evssl.nn.depth_pose.depth_pose_net`, options :class:`~evssl.nn.depth_pose.NetworkConfig`):
-DepthNet (ResNet encoder = ``backbone`` + Monodepth2 decoder, multi-scale inverse depth) and PoseNet (ResNet on
-``[x_t, x_s]`` -> ``T_t2s``), ConvLSTM cells after chosen encoder stages, their state carried from window to window
-and reset at sequence start (selling point 2), optional online feature alignment (selling point 3,
-:mod:`evssl.nn.feature_alignment`). Input frames or event voxel grids (``data.input``); the
+Networks (:func:`evssl.nn.depth_pose.depth_pose_net`): DepthNet (``backbone`` + Monodepth2 decoder) and PoseNet
+(``[x_t, x_s]`` -> ``T_t2s``) with ConvLSTM memory carried from window to window and reset at sequence start (selling
+point 2) and online feature alignment (selling point 3). Input frames or event voxel grids (``data.input``); the
 photometric loss always uses the frames.
 
-Window loss (:mod:`evssl.losses.photometric`), window ``D = (I_{t-1}, I_t, I_{t+1})``, per scale ``s`` (inverse depth
-upsampled to the input size, Monodepth2):
+Window loss (:func:`evssl.losses.photometric.multiscale_view_synthesis_loss`), window ``D = (I_{t-1}, I_t, I_{t+1})``:
 
     L(theta; D) = (1/S) sum_s [ min-reprojection photometric (alpha = 0.85, auto-mask) + lambda_s / 2^s L_smooth ]
 
 Training (selling point 1, :func:`evssl.nn.meta.meta_objective`): a snippet ``D_1 .. D_{M+1}`` of consecutive windows;
 ``meta.enabled``: ``theta_{i+1} = theta_i - alpha grad L(theta_i; D_i)`` and the outer loss
 ``(1/M) sum_i L(theta_{i+1}; D_{i+1})`` (second order, or ``first_order``); the outer step is the configured
-optimizer. The inner learning rate ``alpha`` is fixed by default (the digest has it as a hyper-parameter; a fixed
-``alpha`` is also what the test-time loop uses, so the meta-learned initialisation is trained for exactly the update
-it will get online); ``learn_inner_lr`` makes ``log alpha`` a parameter (Meta-SGD-like, one scalar). Logged:
-``train/grad_cos`` = cosine between the gradients of consecutive windows (the term whose inner product the
-first-order expansion of the meta-objective maximises). ``meta.enabled=False`` trains plainly on the mean window
-loss (the "naive online fine-tuning" baseline starts from such a model).
+optimizer. ``alpha`` is fixed by default (the digest has it as a hyper-parameter; the test-time loop uses the same
+fixed step, so the meta-learned initialisation is trained for exactly the update it will get online);
+``learn_inner_lr`` makes ``log alpha`` a parameter (Meta-SGD-like, one scalar). Logged: ``train/grad_cos`` = cosine
+between the gradients of consecutive windows (the inner product the first-order expansion of the meta-objective
+maximises). ``meta.enabled=False`` trains on the mean window loss (the "naive online fine-tuning" baseline).
 
 Test / predict (online adaptation, ``trainer.inference_mode: false`` is required): for every test sequence, window by
 window: (1) predict depth and pose of window ``i`` with the current fast weights ``theta_i`` and the carried ConvLSTM
@@ -36,11 +32,9 @@ window ``i + 1`` is not even read before window ``i`` has been predicted (Lightn
 batch ahead). Fast weights live in a separate dict: the module's parameters, and therefore checkpoints, are never
 changed by adaptation; all buffers (alignment statistics, BatchNorm statistics) are restored after the test epoch.
 
-Metrics per sequence, averaged over sequences (:class:`evssl.metrics.online_vo.OnlineVORecorder` chains the
-predicted trajectory): KITTI ``t_rel`` (%) / ``r_rel`` (deg/100 m) over ``kitti_lengths`` (scale-aligned), ATE after
-Sim(3) Umeyama alignment, RPE (frame offset 1, scale-aligned), depth abs-rel / RMSE / delta<1.25 with median
-scaling; plus per-window curves (:attr:`MetaVO.online_curves`) for error versus frame index.
-:class:`evssl.callbacks.vo_media.VOMedia` draws the trajectories and depth maps.
+Metrics per sequence, averaged over sequences (:mod:`evssl.metrics.online_vo`): KITTI ``t_rel`` / ``r_rel``, ATE
+(Sim(3)), RPE, depth errors; per-window curves (:attr:`MetaVO.online_curves`); ``VOMedia`` (:mod:`evssl.callbacks`)
+draws trajectories and depth maps.
 """
 
 from __future__ import annotations
@@ -51,19 +45,18 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import move_data_to_device
 from lightning_utilities import apply_to_collection
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from evssl.losses.photometric import disp_to_depth, view_synthesis_loss
+from evssl.losses.photometric import VOLossConfig, multiscale_view_synthesis_loss, upsampled_depth
 from evssl.methods.base import PretrainMethod, apply_preset
 from evssl.metrics.odometry import KITTI_LENGTHS
 from evssl.metrics.online_vo import OnlineVORecorder, mean_over_sequences
 from evssl.nn.backbones.resnet import ResNet
 from evssl.nn.depth_pose import NetworkConfig, depth_pose_net, feature_alignments
-from evssl.nn.meta import meta_objective
+from evssl.nn.meta import adam_step, functional_params, meta_objective
 from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
 from evssl.optim import OptimConfig, OptimizerName
 from evssl.utils.batch import first_item
@@ -73,18 +66,6 @@ __all__ = ["META_VO_PRESETS", "MetaConfig", "MetaVO", "MetaVOOptim", "NetworkCon
 
 
 # ------------------------------------------------------------------------------------------------ option groups
-@dataclass
-class VOLossConfig:
-    """Self-supervision (Monodepth2 family): ``alpha`` SSIM weight, ``smooth_weight`` lambda_s (1e-3, Monodepth2),
-    per-pixel minimum over sources, auto-masking, out-of-view masking."""
-
-    alpha: float = 0.85
-    smooth_weight: float = 1e-3
-    min_reprojection: bool = True
-    automask: bool = True
-    mask_out_of_view: bool = True
-
-
 @dataclass
 class MetaConfig:
     """Meta-learning at training time. ``None`` fields take the preset's value (:data:`META_VO_PRESETS`).
@@ -151,11 +132,6 @@ META_VO_PRESETS: dict[str, dict[str, Any]] = {
     # an untrained network; not tuned on the benchmark).
     "small": {"first_order": False, "inner_lr": 1.0, "lr": 1.0},
 }
-
-
-def _detached(state: Any) -> Any:
-    """``state`` (nested dicts / tuples of tensors, or None) with every tensor detached."""
-    return apply_to_collection(state, Tensor, Tensor.detach)
 
 
 def _f64(t: Tensor) -> Any:
@@ -225,10 +201,6 @@ class MetaVO(PretrainMethod):
         for fa in feature_alignments(self.net):
             fa.mode = mode  # type: ignore[assignment]
 
-    def fast_params(self) -> dict[str, Tensor]:
-        """The trainable network parameters by name (what inner / online updates act on)."""
-        return {k: v for k, v in self.net.named_parameters() if v.requires_grad}
-
     @staticmethod
     def _window(batch: dict[str, Any], i: int, size: int) -> tuple[list[Tensor], list[Tensor]]:
         inputs = batch["inputs"][:, i : i + size]
@@ -236,45 +208,17 @@ class MetaVO(PretrainMethod):
         return list(inputs.unbind(1)), list(frames.unbind(1))
 
     def window_loss(
-        self,
-        params: dict[str, Tensor] | None,
-        inputs: list[Tensor],
-        frames: list[Tensor],
-        k: Tensor,
-        state: Any = None,
+        self, params: dict[str, Tensor] | None, inputs: list[Tensor], frames: list[Tensor], k: Tensor, state: Any = None
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
         """``L(theta; D)`` of one window (mean over scales), its parts, and the network output."""
         out = self.net(inputs, state) if params is None else functional_call(self.net, params, (inputs, state))
         c = len(frames) // 2
-        target = frames[c]
         sources = [frames[j] for j in range(len(frames)) if j != c]
-        lc = self.loss_cfg
         n = self.network_cfg
-        total = target.new_zeros(())
-        photo = target.new_zeros(())
-        smooth = target.new_zeros(())
-        for s, disp in enumerate(out["disp"]):
-            if disp.shape[-2:] != target.shape[-2:]:
-                disp = F.interpolate(disp, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            scaled, depth = disp_to_depth(disp, n.min_depth, n.max_depth)
-            parts = view_synthesis_loss(
-                target,
-                sources,
-                depth,
-                scaled,
-                out["T_t2s"],
-                k,
-                alpha=lc.alpha,
-                smooth_weight=lc.smooth_weight / 2**s,
-                automask=lc.automask,
-                mask_out_of_view=lc.mask_out_of_view,
-                reduce_min=lc.min_reprojection,
-            )
-            total = total + parts["loss"]
-            photo = photo + parts["photometric"]
-            smooth = smooth + parts["smoothness"]
-        ns = len(out["disp"])
-        return total / ns, {"photometric": photo / ns, "smoothness": smooth / ns}, out
+        parts = multiscale_view_synthesis_loss(
+            out["disp"], frames[c], sources, out["T_t2s"], k, n.min_depth, n.max_depth, self.loss_cfg
+        )
+        return parts.pop("loss"), parts, out
 
     # ------------------------------------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
@@ -295,20 +239,15 @@ class MetaVO(PretrainMethod):
         def loss_fn(params: dict[str, Tensor] | None, i: int) -> Tensor:
             inputs, frames = self._window(batch, i, wf)
             loss, _, out = self.window_loss(params, inputs, frames, k, states.get(i))
-            states.setdefault(i + 1, out["state"] if self.meta_cfg.bptt else _detached(out["state"]))
+            st = out["state"]
+            states.setdefault(i + 1, st if self.meta_cfg.bptt else apply_to_collection(st, Tensor, Tensor.detach))
             return loss
 
         logs: dict[str, Tensor] = {}
         if self.meta_cfg.enabled and n_win >= 2:
-            res = meta_objective(
-                loss_fn,
-                self.fast_params(),
-                n_win,
-                self.inner_lr,
-                first_order=bool(self.meta_cfg.first_order),
-                chain=self.meta_cfg.chain,
-                diagnostics=True,
-            )
+            mc = self.meta_cfg
+            theta = functional_params(self.net)
+            res = meta_objective(loss_fn, theta, n_win, self.inner_lr, first_order=bool(mc.first_order), chain=mc.chain)
             logs["inner_loss"] = torch.stack(res.inner_losses).mean()
             logs["outer_loss"] = torch.stack(res.outer_losses).mean()
             if res.grad_cosines:
@@ -343,16 +282,13 @@ class MetaVO(PretrainMethod):
         self.log("val/photometric", parts["photometric"], batch_size=int(batch["inputs"].shape[0]))
 
     # ------------------------------------------------------------------------------------------ online loop
-    def _buffers_snapshot(self) -> dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.named_buffers()}
-
     def online_begin(self) -> None:
         """Start an online evaluation: snapshot buffers, BN to eval, alignment to online mode."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "MetaVO adapts online during test/predict and needs gradients: set trainer.inference_mode: false"
             )
-        self._buffer_backup = self._buffers_snapshot()
+        self._buffer_backup = {k: v.detach().clone() for k, v in self.net.named_buffers()}
         self.online_results, self.online_curves, self.online_media = [], [], []
         self._seq = None
         self._set_alignment_mode("online" if self.online_cfg.feature_alignment else "off")
@@ -371,28 +307,23 @@ class MetaVO(PretrainMethod):
 
     def flush_online(self) -> None:
         """Finish the open sequence (its metrics, curves and media), e.g. one cut short by ``limit_test_batches``."""
-        if self._seq is not None:
-            self._finish_sequence()
-
-    def _start_sequence(self, seq_id: int) -> None:
-        if self._seq is not None:
-            self._finish_sequence()
-        if self.online_cfg.reset_per_sequence or not hasattr(self, "_fast"):
-            self._fast = {k: v.detach().clone().requires_grad_(True) for k, v in self.fast_params().items()}
-            self._adam_state: dict[str, Any] = {}
-        for fa in feature_alignments(self.net):
-            fa.reset_online()
-        cfg = self.online_cfg
-        self._seq = OnlineVORecorder(seq_id, cfg.kitti_lengths, cfg.kitti_step, self.network_cfg.max_depth)
-        self._state = None
-
-    def _finish_sequence(self) -> None:
         seq, self._seq = self._seq, None
         report = seq.finish() if seq is not None else None
         if report is not None:
             self.online_results.append(report.metrics)
             self.online_curves.append(report.curve)
             self.online_media.append(report.media)
+
+    def _start_sequence(self, seq_id: int) -> None:
+        self.flush_online()
+        if self.online_cfg.reset_per_sequence or not hasattr(self, "_fast"):
+            self._fast = {k: v.detach().clone().requires_grad_(True) for k, v in functional_params(self.net).items()}
+            self._adam_state: dict[str, Any] = {}
+        for fa in feature_alignments(self.net):
+            fa.reset_online()
+        cfg = self.online_cfg
+        self._seq = OnlineVORecorder(seq_id, cfg.kitti_lengths, cfg.kitti_step, self.network_cfg.max_depth)
+        self._state = None
 
     def online_window(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Predict window ``i`` with the current fast weights, then adapt on it (module docstring, steps 1-4)."""
@@ -412,10 +343,8 @@ class MetaVO(PretrainMethod):
         # (2) alignment statistics of window i are folded in after it has been predicted
         for fa in feature_alignments(self.net):
             fa.update_online()
-        disp = out["disp"][0]
-        if disp.shape[-2:] != frames[0].shape[-2:]:
-            disp = F.interpolate(disp, size=frames[0].shape[-2:], mode="bilinear", align_corners=False)
-        depth = disp_to_depth(disp, self.network_cfg.min_depth, self.network_cfg.max_depth)[1][0, 0]
+        n = self.network_cfg
+        depth = upsampled_depth(out["disp"][0], frames[0].shape[-2:], n.min_depth, n.max_depth)[1][0, 0]
         t2s = [_f64(t[0]) for t in out["T_t2s"]]
         start, gt_poses, gt_depth = int(first_item(batch["start_frame"])), batch["poses"][0], batch["depth"][0, wf // 2]
         seq.add(start, _f64(gt_poses), t2s, _f64(depth), _f64(gt_depth), float(parts0["photometric"]), last)
@@ -424,7 +353,7 @@ class MetaVO(PretrainMethod):
             with torch.enable_grad():
                 self._adapt(inputs, frames, k, state_in)
         # (4) carry the recurrent state
-        self._state = _detached(out["state"])
+        self._state = apply_to_collection(out["state"], Tensor, Tensor.detach)
         result = {
             "seq_id": seq_id,
             "window_index": int(first_item(batch["window_index"])),
@@ -433,7 +362,7 @@ class MetaVO(PretrainMethod):
             "loss": float(loss0),
         }
         if last:
-            self._finish_sequence()
+            self.flush_online()
         return result
 
     def _adapt(self, inputs: list[Tensor], frames: list[Tensor], k: Tensor, state: Any) -> None:
@@ -442,25 +371,14 @@ class MetaVO(PretrainMethod):
         for _ in range(int(cfg.steps)):
             theta = {n: p.detach().requires_grad_(True) for n, p in self._fast.items()}
             loss, _, _ = self.window_loss(theta, inputs, frames, k, state)
-            names = list(theta)
-            grads = torch.autograd.grad(loss, [theta[n] for n in names], allow_unused=True)
+            grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
             with torch.no_grad():
                 new = {}
-                for n, g in zip(names, grads):
-                    p = theta[n]
+                for (n, p), g in zip(theta.items(), grads):
                     if g is None:
                         new[n] = p
-                        continue
-                    if cfg.optimizer == "adam":
-                        st = self._adam_state.setdefault(
-                            n, {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "t": 0}
-                        )
-                        st["t"] += 1
-                        st["m"].mul_(0.9).add_(g, alpha=0.1)
-                        st["v"].mul_(0.999).addcmul_(g, g, value=0.001)
-                        mh = st["m"] / (1 - 0.9 ** st["t"])
-                        vh = st["v"] / (1 - 0.999 ** st["t"])
-                        new[n] = p - lr * mh / (vh.sqrt() + 1e-8)
+                    elif cfg.optimizer == "adam":
+                        new[n] = adam_step(p, g, self._adam_state.setdefault(n, {}), lr)
                     else:
                         new[n] = p - lr * g
             self._fast = {n: v.detach().requires_grad_(True) for n, v in new.items()}
