@@ -262,3 +262,14 @@ def test_meta_gradient_of_the_real_networks_matches_finite_differences(dm: VODat
     # truncating the recurrent gradient at window boundaries (the default) is an approximation of the same derivative
     assert results[False][1] == pytest.approx(numeric, rel=1e-6)
     assert results[False][0] != pytest.approx(numeric, rel=1e-5)
+
+
+def test_presets_fill_only_the_unset_switches() -> None:
+    backbone = ResNet(BasicBlock, (1, 1, 1, 1), 3, small_input=True, width=8)
+    paper = MetaVO(backbone, network=NET, preset="paper")
+    assert (paper.meta_cfg.first_order, paper.meta_cfg.inner_lr, paper.online_cfg.lr) == (False, 1e-4, 1e-4)
+    small = MetaVO(backbone, network=NET, meta=MetaConfig(inner_lr=0.5), online=OnlineConfig(lr=0.25))
+    assert (small.meta_cfg.inner_lr, small.online_cfg.lr) == (0.5, 0.25)  # explicit values win
+    assert float(small.inner_lr) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"MetaVO\.meta: unknown preset 'other'"):
+        MetaVO(backbone, network=NET, preset="other")  # type: ignore[arg-type]
