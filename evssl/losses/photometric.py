@@ -31,26 +31,33 @@ Out-of-view masking (explicit choice, switchable): a synthesised pixel whose sou
 image or behind the camera is *invalid*; with ``mask_out_of_view=True`` its warped error is replaced by ``+inf``
 before the minimum (so another source wins), and pixels invalid in every source are dropped from the mean. Monodepth2
 instead samples with border padding and keeps every pixel (``mask_out_of_view=False`` here, zeros padding).
+
+Multi-scale (Monodepth2, Sec. 3.3 and Eq. 5): the inverse depth of every scale ``s`` is upsampled (bilinear) to the
+target's resolution and the loss is ``(1/S) sum_s [L_p + lambda_s / 2^s L_s]`` (:func:`multiscale_view_synthesis_loss`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "VOLossConfig",
     "axis_angle_to_matrix",
     "backproject",
     "disp_to_depth",
     "edge_aware_smoothness",
     "inverse_warp",
     "min_reprojection_loss",
+    "multiscale_view_synthesis_loss",
     "photometric_error",
     "pose_vec_to_mat",
     "ssim",
+    "upsampled_depth",
     "view_synthesis_loss",
 ]
 
@@ -271,3 +278,63 @@ def view_synthesis_loss(
         "smoothness": smooth,
         "mask_fraction": mask.float().mean(),
     }
+
+
+def upsampled_depth(disp: Tensor, size: Sequence[int], min_depth: float, max_depth: float) -> tuple[Tensor, Tensor]:
+    """:func:`disp_to_depth` of ``disp`` (B, 1, h, w) after bilinear upsampling to ``size`` (if it differs)."""
+    if disp.shape[-2:] != size:
+        disp = F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
+    return disp_to_depth(disp, min_depth, max_depth)
+
+
+@dataclass
+class VOLossConfig:
+    """Options of :func:`multiscale_view_synthesis_loss` (Monodepth2 family): ``alpha`` SSIM weight,
+    ``smooth_weight`` lambda_s (1e-3, Monodepth2), per-pixel minimum over sources (``min_reprojection``), auto-masking,
+    out-of-view masking (see :func:`view_synthesis_loss`)."""
+
+    alpha: float = 0.85
+    smooth_weight: float = 1e-3
+    min_reprojection: bool = True
+    automask: bool = True
+    mask_out_of_view: bool = True
+
+
+def multiscale_view_synthesis_loss(
+    disps: Sequence[Tensor],
+    target: Tensor,
+    sources: Sequence[Tensor],
+    t_t2s: Sequence[Tensor],
+    k: Tensor,
+    min_depth: float,
+    max_depth: float,
+    cfg: VOLossConfig | None = None,
+) -> dict[str, Tensor]:
+    """Monodepth2's multi-scale loss (module docstring): :func:`view_synthesis_loss` at every scale of ``disps``
+    (sigmoid inverse depths, finest first) upsampled to ``target``'s size, smoothness weight
+    ``cfg.smooth_weight / 2^s``. Returns the means over scales of ``"loss"``, ``"photometric"`` and ``"smoothness"``.
+    """
+    cfg = cfg or VOLossConfig()
+    total = target.new_zeros(())
+    photo = target.new_zeros(())
+    smooth = target.new_zeros(())
+    for s, disp in enumerate(disps):
+        scaled, depth = upsampled_depth(disp, target.shape[-2:], min_depth, max_depth)
+        parts = view_synthesis_loss(
+            target,
+            sources,
+            depth,
+            scaled,
+            t_t2s,
+            k,
+            alpha=cfg.alpha,
+            smooth_weight=cfg.smooth_weight / 2**s,
+            automask=cfg.automask,
+            mask_out_of_view=cfg.mask_out_of_view,
+            reduce_min=cfg.min_reprojection,
+        )
+        total = total + parts["loss"]
+        photo = photo + parts["photometric"]
+        smooth = smooth + parts["smoothness"]
+    ns = len(disps)
+    return {"loss": total / ns, "photometric": photo / ns, "smoothness": smooth / ns}

@@ -4,26 +4,23 @@ No public code exists; this is a first implementation from the abstract/introduc
 (``shared/reference/evdistill_brave_vo.md`` §2, formulas marked [R] there are unverified) and the seed note. Every
 unverified choice is an option below, with its formula.
 
-Networks (:mod:`evssl.nn.depth_pose`): DepthNet (ResNet encoder = ``backbone`` + Monodepth2 decoder, multi-scale
-inverse depth) and PoseNet (ResNet on ``[x_t, x_s]`` -> ``T_t2s``), ConvLSTM cells after chosen encoder stages, their
-state carried from window to window and reset at sequence start (selling point 2), optional online feature alignment
-(selling point 3, :mod:`evssl.nn.feature_alignment`). Input frames or event voxel grids (``data.input``); the
+Networks (:func:`evssl.nn.depth_pose.depth_pose_net`): DepthNet (``backbone`` + Monodepth2 decoder) and PoseNet
+(``[x_t, x_s]`` -> ``T_t2s``) with ConvLSTM memory carried from window to window and reset at sequence start (selling
+point 2) and online feature alignment (selling point 3). Input frames or event voxel grids (``data.input``); the
 photometric loss always uses the frames.
 
-Window loss (:mod:`evssl.losses.photometric`), window ``D = (I_{t-1}, I_t, I_{t+1})``, per scale ``s`` (inverse depth
-upsampled to the input size, Monodepth2):
+Window loss (:func:`evssl.losses.photometric.multiscale_view_synthesis_loss`), window ``D = (I_{t-1}, I_t, I_{t+1})``:
 
     L(theta; D) = (1/S) sum_s [ min-reprojection photometric (alpha = 0.85, auto-mask) + lambda_s / 2^s L_smooth ]
 
 Training (selling point 1, :func:`evssl.nn.meta.meta_objective`): a snippet ``D_1 .. D_{M+1}`` of consecutive windows;
 ``meta.enabled``: ``theta_{i+1} = theta_i - alpha grad L(theta_i; D_i)`` and the outer loss
 ``(1/M) sum_i L(theta_{i+1}; D_{i+1})`` (second order, or ``first_order``); the outer step is the configured
-optimizer. The inner learning rate ``alpha`` is fixed by default (the digest has it as a hyper-parameter; a fixed
-``alpha`` is also what the test-time loop uses, so the meta-learned initialisation is trained for exactly the update
-it will get online); ``learn_inner_lr`` makes ``log alpha`` a parameter (Meta-SGD-like, one scalar). Logged:
-``train/grad_cos`` = cosine between the gradients of consecutive windows (the term whose inner product the
-first-order expansion of the meta-objective maximises). ``meta.enabled=False`` trains plainly on the mean window
-loss (the "naive online fine-tuning" baseline starts from such a model).
+optimizer. ``alpha`` is fixed by default (the digest has it as a hyper-parameter; the test-time loop uses the same
+fixed step, so the meta-learned initialisation is trained for exactly the update it will get online);
+``learn_inner_lr`` makes ``log alpha`` a parameter (Meta-SGD-like, one scalar). Logged: ``train/grad_cos`` = cosine
+between the gradients of consecutive windows (the inner product the first-order expansion of the meta-objective
+maximises). ``meta.enabled=False`` trains on the mean window loss (the "naive online fine-tuning" baseline).
 
 Test / predict (online adaptation, ``trainer.inference_mode: false`` is required): for every test sequence, window by
 window: (1) predict depth and pose of window ``i`` with the current fast weights ``theta_i`` and the carried ConvLSTM
@@ -35,11 +32,9 @@ window ``i + 1`` is not even read before window ``i`` has been predicted (Lightn
 batch ahead). Fast weights live in a separate dict: the module's parameters, and therefore checkpoints, are never
 changed by adaptation; all buffers (alignment statistics, BatchNorm statistics) are restored after the test epoch.
 
-Metrics per sequence, averaged over sequences (:mod:`evssl.metrics.odometry`): KITTI ``t_rel`` (%) / ``r_rel``
-(deg/100 m) over ``kitti_lengths`` (scale-aligned), ATE after Sim(3) Umeyama alignment, RPE (frame offset 1,
-scale-aligned), depth abs-rel / RMSE / delta<1.25 with median scaling; plus per-window curves
-(:attr:`MetaVO.online_curves`) for error versus frame index. :class:`evssl.callbacks.vo_media.VOMedia` draws the
-trajectories and depth maps.
+Metrics per sequence, averaged over sequences (:mod:`evssl.metrics.online_vo`): KITTI ``t_rel`` / ``r_rel``, ATE
+(Sim(3)), RPE, depth errors; per-window curves (:attr:`MetaVO.online_curves`); ``VOMedia`` (:mod:`evssl.callbacks`)
+draws trajectories and depth maps.
 """
 
 from __future__ import annotations
@@ -49,78 +44,31 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from lightning.pytorch.utilities import move_data_to_device
+from lightning_utilities import apply_to_collection
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from evssl.losses.photometric import disp_to_depth, view_synthesis_loss
+from evssl.losses.photometric import VOLossConfig, multiscale_view_synthesis_loss, upsampled_depth
 from evssl.methods.base import PretrainMethod, apply_preset
-from evssl.metrics.odometry import (
-    KITTI_LENGTHS,
-    absolute_trajectory_error,
-    depth_errors,
-    kitti_odometry_errors,
-    relative_pose_error,
-)
+from evssl.metrics.odometry import KITTI_LENGTHS
+from evssl.metrics.online_vo import OnlineVORecorder, mean_over_sequences
 from evssl.nn.backbones.resnet import ResNet
-from evssl.nn.depth_pose import DepthNet, DepthPoseNet, PoseNet, RecurrentEncoder, feature_alignments
-from evssl.nn.meta import meta_objective
+from evssl.nn.depth_pose import NetworkConfig, depth_pose_net, feature_alignments
+from evssl.nn.meta import adam_step, functional_params, meta_objective
 from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
 from evssl.optim import OptimConfig, OptimizerName
+from evssl.utils.batch import first_item
 from evssl.utils.hparams import as_config
 
-__all__ = [
-    "META_VO_PRESETS",
-    "MetaConfig",
-    "MetaVO",
-    "MetaVOOptim",
-    "NetworkConfig",
-    "OnlineConfig",
-    "VOLossConfig",
-    "meta_vo_preset",
-]
+__all__ = ["META_VO_PRESETS", "MetaConfig", "MetaVO", "MetaVOOptim", "NetworkConfig", "OnlineConfig", "VOLossConfig"]
 
 
 # ------------------------------------------------------------------------------------------------ option groups
 @dataclass
-class NetworkConfig:
-    """Depth/pose network options (ConvLSTM placement and feature alignment are [R]: see module docstring).
-
-    ``lstm_stages`` / ``align_stages``: encoder stages (1-4; 0 = stem for alignment) followed by a ConvLSTM /
-    a feature alignment, in both the depth and the pose encoder. ``pose_width``: first-stage width of the pose
-    ResNet (None = the depth backbone's).
-    """
-
-    lstm_stages: tuple[int, ...] = (4,)
-    lstm_mode: Literal["residual", "replace"] = "residual"
-    align_stages: tuple[int, ...] = (1, 2, 3, 4)
-    align_momentum: float = 0.1
-    align_form: Literal["adain", "normalize"] = "adain"
-    decoder_channels: tuple[int, int, int, int, int] = (16, 32, 64, 128, 256)
-    num_scales: int = 4
-    pose_hidden: int = 256
-    pose_width: int | None = None
-    min_depth: float = 0.1
-    max_depth: float = 100.0
-
-
-@dataclass
-class VOLossConfig:
-    """Self-supervision (Monodepth2 family): ``alpha`` SSIM weight, ``smooth_weight`` lambda_s (1e-3, Monodepth2),
-    per-pixel minimum over sources, auto-masking, out-of-view masking."""
-
-    alpha: float = 0.85
-    smooth_weight: float = 1e-3
-    min_reprojection: bool = True
-    automask: bool = True
-    mask_out_of_view: bool = True
-
-
-@dataclass
 class MetaConfig:
-    """Meta-learning at training time. ``None`` fields take the preset's value (:func:`meta_vo_preset`).
+    """Meta-learning at training time. ``None`` fields take the preset's value (:data:`META_VO_PRESETS`).
 
     ``enabled``: meta-objective (True) or plain training on the mean window loss (False). ``first_order``: FOMAML.
     ``chain``: chained inner updates over the snippet (True) or independent pairs. ``inner_lr``: alpha.
@@ -173,60 +121,22 @@ class MetaVOOptim(OptimConfig):
     min_lr_ratio: float = 1.0
 
 
-#: The faithfulness switches of :class:`MetaVO`, one table per option group (``None`` fields take these values).
-META_VO_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+#: The faithfulness switches of :class:`MetaVO`: values of the ``None`` fields of :class:`MetaConfig` (``first_order``,
+#: ``inner_lr``) and :class:`OnlineConfig` (``lr``), filled in by :func:`~evssl.methods.base.apply_preset`.
+META_VO_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's text as far as the digest recalls it ([R]): second-order meta-gradient, alpha ~ 1e-4, one step.
-    "paper": {"meta": {"first_order": False, "inner_lr": 1e-4}, "online": {"lr": 1e-4}},
+    "paper": {"first_order": False, "inner_lr": 1e-4, "lr": 1e-4},
     # Small-compute recipe for tiny networks on simulator sequences: same objective, a much larger inner step. The
     # photometric gradients of a width-8 ResNet on 32x48 windows have a squared norm of ~1e-3, so alpha = 1e-4 would
     # change the window loss by ~1e-7 per step (nothing to meta-learn); alpha = 1 lowers it by ~2 % (measured once on
     # an untrained network; not tuned on the benchmark).
-    "small": {"meta": {"first_order": False, "inner_lr": 1.0}, "online": {"lr": 1.0}},
+    "small": {"first_order": False, "inner_lr": 1.0, "lr": 1.0},
 }
 
 
-def meta_vo_preset(name: str, meta: MetaConfig, online: OnlineConfig) -> tuple[MetaConfig, OnlineConfig]:
-    """Resolve ``None`` switch fields of both groups from :data:`META_VO_PRESETS` (explicit values win)."""
-    if name not in META_VO_PRESETS:
-        raise ValueError(f"MetaVO: unknown preset {name!r}; expected one of {sorted(META_VO_PRESETS)}")
-    meta = apply_preset(meta, {name: META_VO_PRESETS[name]["meta"]}, name, "MetaVO.meta")
-    online = apply_preset(online, {name: META_VO_PRESETS[name]["online"]}, name, "MetaVO.online")
-    return meta, online
-
-
-def _resnet_like(src: ResNet, in_chans: int, width: int | None) -> ResNet:
-    """A fresh ResNet with ``src``'s block, depth and stem but ``in_chans`` inputs (the pose encoder)."""
-    block = type(src.layer1[0])
-    layers = [len(s) for s in (src.layer1, src.layer2, src.layer3, src.layer4)]
-    return ResNet(block, layers, in_chans, small_input=src.small_input, width=width or src.conv1.out_channels)
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
-
-
-def _detach_state(state: Any) -> Any:
-    if isinstance(state, Tensor):
-        return state.detach()
-    if isinstance(state, dict):
-        return {k: _detach_state(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_detach_state(v) for v in state)
-    return state
-
-
-def _flag(x: Any) -> bool:
-    return bool(x.reshape(-1)[0]) if isinstance(x, Tensor) else bool(x[0] if isinstance(x, (list, tuple)) else x)
-
-
-def _int(x: Any) -> int:
-    return int(x.reshape(-1)[0]) if isinstance(x, Tensor) else int(x[0] if isinstance(x, (list, tuple)) else x)
+def _f64(t: Tensor) -> Any:
+    """A tensor as a float64 numpy array (for the metrics)."""
+    return t.detach().double().cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------------- method
@@ -260,28 +170,10 @@ class MetaVO(PretrainMethod):
         self.automatic_optimization = False
         self.network_cfg = as_config(NetworkConfig, network)
         self.loss_cfg = as_config(VOLossConfig, loss)
-        self.meta_cfg, self.online_cfg = meta_vo_preset(
-            preset, as_config(MetaConfig, meta), as_config(OnlineConfig, online)
-        )
+        self.meta_cfg = apply_preset(as_config(MetaConfig, meta), META_VO_PRESETS, preset, "MetaVO.meta")
+        self.online_cfg = apply_preset(as_config(OnlineConfig, online), META_VO_PRESETS, preset, "MetaVO.online")
         self.preset = preset
-        n = self.network_cfg
-        enc_kw = dict(
-            lstm_stages=n.lstm_stages,
-            lstm_mode=n.lstm_mode,
-            align_stages=n.align_stages,
-            align_momentum=n.align_momentum,
-            align_form=n.align_form,
-        )
-        depth = DepthNet(
-            RecurrentEncoder(backbone, **enc_kw),  # type: ignore[arg-type]
-            n.decoder_channels,
-            n.num_scales,
-            n.min_depth,
-            n.max_depth,
-        )
-        pose_resnet = _resnet_like(backbone, 2 * backbone.in_chans, n.pose_width)
-        pose = PoseNet(RecurrentEncoder(pose_resnet, **enc_kw), hidden=n.pose_hidden)  # type: ignore[arg-type]
-        self.net = DepthPoseNet(depth, pose)
+        self.net = depth_pose_net(backbone, self.network_cfg)
         self.log_inner_lr = nn.Parameter(
             torch.tensor(math.log(float(self.meta_cfg.inner_lr))), requires_grad=self.meta_cfg.learn_inner_lr
         )
@@ -289,7 +181,8 @@ class MetaVO(PretrainMethod):
         self.online_results: list[dict[str, Any]] = []
         self.online_curves: list[dict[str, Any]] = []
         self.online_media: list[dict[str, Any]] = []
-        self._seq: dict[str, Any] | None = None
+        self._seq: OnlineVORecorder | None = None
+        self._state: Any = None  # ConvLSTM state carried from window to window
 
     # ----------------------------------------------------------------------------------------------- helpers
     @property
@@ -308,10 +201,6 @@ class MetaVO(PretrainMethod):
         for fa in feature_alignments(self.net):
             fa.mode = mode  # type: ignore[assignment]
 
-    def fast_params(self) -> dict[str, Tensor]:
-        """The trainable network parameters by name (what inner / online updates act on)."""
-        return {k: v for k, v in self.net.named_parameters() if v.requires_grad}
-
     @staticmethod
     def _window(batch: dict[str, Any], i: int, size: int) -> tuple[list[Tensor], list[Tensor]]:
         inputs = batch["inputs"][:, i : i + size]
@@ -319,45 +208,17 @@ class MetaVO(PretrainMethod):
         return list(inputs.unbind(1)), list(frames.unbind(1))
 
     def window_loss(
-        self,
-        params: dict[str, Tensor] | None,
-        inputs: list[Tensor],
-        frames: list[Tensor],
-        k: Tensor,
-        state: Any = None,
+        self, params: dict[str, Tensor] | None, inputs: list[Tensor], frames: list[Tensor], k: Tensor, state: Any = None
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Any]]:
         """``L(theta; D)`` of one window (mean over scales), its parts, and the network output."""
         out = self.net(inputs, state) if params is None else functional_call(self.net, params, (inputs, state))
         c = len(frames) // 2
-        target = frames[c]
         sources = [frames[j] for j in range(len(frames)) if j != c]
-        lc = self.loss_cfg
         n = self.network_cfg
-        total = target.new_zeros(())
-        photo = target.new_zeros(())
-        smooth = target.new_zeros(())
-        for s, disp in enumerate(out["disp"]):
-            if disp.shape[-2:] != target.shape[-2:]:
-                disp = F.interpolate(disp, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            scaled, depth = disp_to_depth(disp, n.min_depth, n.max_depth)
-            parts = view_synthesis_loss(
-                target,
-                sources,
-                depth,
-                scaled,
-                out["T_t2s"],
-                k,
-                alpha=lc.alpha,
-                smooth_weight=lc.smooth_weight / 2**s,
-                automask=lc.automask,
-                mask_out_of_view=lc.mask_out_of_view,
-                reduce_min=lc.min_reprojection,
-            )
-            total = total + parts["loss"]
-            photo = photo + parts["photometric"]
-            smooth = smooth + parts["smoothness"]
-        ns = len(out["disp"])
-        return total / ns, {"photometric": photo / ns, "smoothness": smooth / ns}, out
+        parts = multiscale_view_synthesis_loss(
+            out["disp"], frames[c], sources, out["T_t2s"], k, n.min_depth, n.max_depth, self.loss_cfg
+        )
+        return parts.pop("loss"), parts, out
 
     # ------------------------------------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
@@ -370,7 +231,7 @@ class MetaVO(PretrainMethod):
 
     def snippet_objective(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """Meta-objective (or plain mean window loss) of one batch of snippets; returns ``(loss, logs)``."""
-        wf = _int(batch["window_frames"]) if "window_frames" in batch else 3
+        wf = int(first_item(batch["window_frames"])) if "window_frames" in batch else 3
         n_win = int(batch["inputs"].shape[1]) - wf + 1
         k = batch["intrinsics"]
         states: dict[int, Any] = {0: None}
@@ -378,20 +239,15 @@ class MetaVO(PretrainMethod):
         def loss_fn(params: dict[str, Tensor] | None, i: int) -> Tensor:
             inputs, frames = self._window(batch, i, wf)
             loss, _, out = self.window_loss(params, inputs, frames, k, states.get(i))
-            states.setdefault(i + 1, out["state"] if self.meta_cfg.bptt else _detach_state(out["state"]))
+            st = out["state"]
+            states.setdefault(i + 1, st if self.meta_cfg.bptt else apply_to_collection(st, Tensor, Tensor.detach))
             return loss
 
         logs: dict[str, Tensor] = {}
         if self.meta_cfg.enabled and n_win >= 2:
-            res = meta_objective(
-                loss_fn,
-                self.fast_params(),
-                n_win,
-                self.inner_lr,
-                first_order=bool(self.meta_cfg.first_order),
-                chain=self.meta_cfg.chain,
-                diagnostics=True,
-            )
+            mc = self.meta_cfg
+            theta = functional_params(self.net)
+            res = meta_objective(loss_fn, theta, n_win, self.inner_lr, first_order=bool(mc.first_order), chain=mc.chain)
             logs["inner_loss"] = torch.stack(res.inner_losses).mean()
             logs["outer_loss"] = torch.stack(res.outer_losses).mean()
             if res.grad_cosines:
@@ -426,16 +282,13 @@ class MetaVO(PretrainMethod):
         self.log("val/photometric", parts["photometric"], batch_size=int(batch["inputs"].shape[0]))
 
     # ------------------------------------------------------------------------------------------ online loop
-    def _buffers_snapshot(self) -> dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.named_buffers()}
-
     def online_begin(self) -> None:
         """Start an online evaluation: snapshot buffers, BN to eval, alignment to online mode."""
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "MetaVO adapts online during test/predict and needs gradients: set trainer.inference_mode: false"
             )
-        self._buffer_backup = self._buffers_snapshot()
+        self._buffer_backup = {k: v.detach().clone() for k, v in self.net.named_buffers()}
         self.online_results, self.online_curves, self.online_media = [], [], []
         self._seq = None
         self._set_alignment_mode("online" if self.online_cfg.feature_alignment else "off")
@@ -450,76 +303,66 @@ class MetaVO(PretrainMethod):
                 for k, v in self.net.named_buffers():
                     v.copy_(backup[k])
         self._set_alignment_mode("source" if self.online_cfg.feature_alignment else "off")
-        keys = ("t_rel", "r_rel", "ate", "rpe_trans", "rpe_rot", "abs_rel", "rmse", "delta1", "photometric")
-        out: dict[str, float] = {}
-        for key in keys:
-            vals = [r[key] for r in self.online_results if np.isfinite(r.get(key, np.nan))]
-            out[key] = float(np.mean(vals)) if vals else float("nan")
-        return out
+        return mean_over_sequences(self.online_results)
 
     def flush_online(self) -> None:
         """Finish the open sequence (its metrics, curves and media), e.g. one cut short by ``limit_test_batches``."""
-        if self._seq is not None:
-            self._finish_sequence()
+        seq, self._seq = self._seq, None
+        report = seq.finish() if seq is not None else None
+        if report is not None:
+            self.online_results.append(report.metrics)
+            self.online_curves.append(report.curve)
+            self.online_media.append(report.media)
 
     def _start_sequence(self, seq_id: int) -> None:
-        if self._seq is not None:
-            self._finish_sequence()
+        self.flush_online()
         if self.online_cfg.reset_per_sequence or not hasattr(self, "_fast"):
-            self._fast = {k: v.detach().clone().requires_grad_(True) for k, v in self.fast_params().items()}
+            self._fast = {k: v.detach().clone().requires_grad_(True) for k, v in functional_params(self.net).items()}
             self._adam_state: dict[str, Any] = {}
         for fa in feature_alignments(self.net):
             fa.reset_online()
-        self._seq = {
-            "seq_id": seq_id,
-            "state": None,
-            "pred": {},  # frame index -> predicted camera-to-world (numpy)
-            "gt": {},
-            "window_abs_rel": [],
-            "window_photometric": [],
-            "window_frame": [],
-            "depth_err": [],
-            "media": [],
-        }
+        cfg = self.online_cfg
+        self._seq = OnlineVORecorder(seq_id, cfg.kitti_lengths, cfg.kitti_step, self.network_cfg.max_depth)
+        self._state = None
 
     def online_window(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Predict window ``i`` with the current fast weights, then adapt on it (module docstring, steps 1-4)."""
-        seq_id = _int(batch["seq_id"])
-        if _flag(batch["seq_start"]) or self._seq is None or self._seq["seq_id"] != seq_id:
+        seq_id = int(first_item(batch["seq_id"]))
+        if bool(first_item(batch["seq_start"])) or self._seq is None or self._seq.seq_id != seq_id:
             self._start_sequence(seq_id)
         seq = self._seq
         assert seq is not None
         wf = int(batch["inputs"].shape[1])
         inputs, frames = self._window(batch, 0, wf)
         k = batch["intrinsics"]
-        state_in = seq["state"]
+        state_in = self._state
+        last = bool(first_item(batch.get("seq_end", False)))
         # (1) predict with theta_i (no gradient) -- these are the recorded outputs
         with torch.no_grad():
             loss0, parts0, out = self.window_loss(self._fast, inputs, frames, k, state_in)
         # (2) alignment statistics of window i are folded in after it has been predicted
         for fa in feature_alignments(self.net):
             fa.update_online()
-        disp = out["disp"][0]
-        if disp.shape[-2:] != frames[0].shape[-2:]:
-            disp = F.interpolate(disp, size=frames[0].shape[-2:], mode="bilinear", align_corners=False)
-        depth = disp_to_depth(disp, self.network_cfg.min_depth, self.network_cfg.max_depth)[1][0, 0]
-        t2s = [t[0].detach().double().cpu().numpy() for t in out["T_t2s"]]
-        self._record(batch, seq, depth, t2s, float(parts0["photometric"]))
+        n = self.network_cfg
+        depth = upsampled_depth(out["disp"][0], frames[0].shape[-2:], n.min_depth, n.max_depth)[1][0, 0]
+        t2s = [_f64(t[0]) for t in out["T_t2s"]]
+        start, gt_poses, gt_depth = int(first_item(batch["start_frame"])), batch["poses"][0], batch["depth"][0, wf // 2]
+        seq.add(start, _f64(gt_poses), t2s, _f64(depth), _f64(gt_depth), float(parts0["photometric"]), last)
         # (3) adapt on window i -> theta_{i+1}
         if self.online_cfg.enabled and self.online_cfg.steps > 0:
             with torch.enable_grad():
                 self._adapt(inputs, frames, k, state_in)
         # (4) carry the recurrent state
-        seq["state"] = _detach_state(out["state"])
+        self._state = apply_to_collection(out["state"], Tensor, Tensor.detach)
         result = {
             "seq_id": seq_id,
-            "window_index": _int(batch["window_index"]),
+            "window_index": int(first_item(batch["window_index"])),
             "depth": depth.detach().cpu(),
             "T_t2s": [torch.from_numpy(t) for t in t2s],
             "loss": float(loss0),
         }
-        if _flag(batch.get("seq_end", False)):
-            self._finish_sequence()
+        if last:
+            self.flush_online()
         return result
 
     def _adapt(self, inputs: list[Tensor], frames: list[Tensor], k: Tensor, state: Any) -> None:
@@ -528,94 +371,19 @@ class MetaVO(PretrainMethod):
         for _ in range(int(cfg.steps)):
             theta = {n: p.detach().requires_grad_(True) for n, p in self._fast.items()}
             loss, _, _ = self.window_loss(theta, inputs, frames, k, state)
-            names = list(theta)
-            grads = torch.autograd.grad(loss, [theta[n] for n in names], allow_unused=True)
+            grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
             with torch.no_grad():
                 new = {}
-                for n, g in zip(names, grads):
-                    p = theta[n]
+                for (n, p), g in zip(theta.items(), grads):
                     if g is None:
                         new[n] = p
-                        continue
-                    if cfg.optimizer == "adam":
-                        st = self._adam_state.setdefault(
-                            n, {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "t": 0}
-                        )
-                        st["t"] += 1
-                        st["m"].mul_(0.9).add_(g, alpha=0.1)
-                        st["v"].mul_(0.999).addcmul_(g, g, value=0.001)
-                        mh = st["m"] / (1 - 0.9 ** st["t"])
-                        vh = st["v"] / (1 - 0.999 ** st["t"])
-                        new[n] = p - lr * mh / (vh.sqrt() + 1e-8)
+                    elif cfg.optimizer == "adam":
+                        new[n] = adam_step(p, g, self._adam_state.setdefault(n, {}), lr)
                     else:
                         new[n] = p - lr * g
             self._fast = {n: v.detach().requires_grad_(True) for n, v in new.items()}
             for fa in feature_alignments(self.net):  # the adaptation pass must not add statistics twice
                 fa._pending = None
-
-    def _record(self, batch: dict[str, Any], seq: dict[str, Any], depth: Tensor, t2s: list[np.ndarray], photo: float):
-        start = _int(batch["start_frame"])
-        wf = int(batch["inputs"].shape[1])
-        c = wf // 2
-        frames_idx = [start + j for j in range(wf)]  # step 1 windows (the VO data module's default)
-        gt = batch["poses"][0].detach().double().cpu().numpy()
-        for j, f in enumerate(frames_idx):
-            seq["gt"].setdefault(f, gt[j])
-        tgt = frames_idx[c]
-        src = [f for j, f in enumerate(frames_idx) if j != c]
-        if not seq["pred"]:
-            seq["pred"][tgt] = np.eye(4)
-        if tgt in seq["pred"]:
-            for f, t in zip(src, t2s):
-                if f not in seq["pred"]:
-                    seq["pred"][f] = seq["pred"][tgt] @ np.linalg.inv(t)  # c2w_s = c2w_t T_t2s^-1
-        gt_depth = batch["depth"][0, c].detach().double().cpu().numpy()
-        pred_depth = depth.detach().double().cpu().numpy()
-        if (gt_depth > 0).any():
-            e = depth_errors(pred_depth, gt_depth, max_depth=self.network_cfg.max_depth)
-            seq["depth_err"].append(e)
-            seq["window_abs_rel"].append(e["abs_rel"])
-        else:
-            seq["window_abs_rel"].append(float("nan"))
-        seq["window_photometric"].append(photo)
-        seq["window_frame"].append(tgt)
-        if len(seq["media"]) < 1 or _flag(batch.get("seq_end", False)):
-            seq["media"].append({"frame": tgt, "pred": pred_depth, "gt": gt_depth})
-
-    def _finish_sequence(self) -> None:
-        seq = self._seq
-        self._seq = None
-        if seq is None or len(seq["pred"]) < 2:
-            return
-        frames = sorted(f for f in seq["pred"] if f in seq["gt"])
-        pred = np.stack([seq["pred"][f] for f in frames])
-        gt = np.stack([seq["gt"][f] for f in frames])
-        gt = np.linalg.inv(gt[0]) @ gt  # both start at the identity frame of the first pose
-        pred = np.linalg.inv(pred[0]) @ pred
-        cfg = self.online_cfg
-        kitti = kitti_odometry_errors(gt, pred, cfg.kitti_lengths, cfg.kitti_step, align="scale")
-        rpe = relative_pose_error(gt, pred, 1, align="scale")
-        res: dict[str, Any] = {
-            "seq_id": seq["seq_id"],
-            "t_rel": kitti["t_rel"],
-            "r_rel": kitti["r_rel"],
-            "ate": absolute_trajectory_error(gt, pred, "sim3"),
-            **rpe,
-            "photometric": float(np.mean(seq["window_photometric"])),
-        }
-        if seq["depth_err"]:
-            for key in ("abs_rel", "rmse", "delta1"):
-                res[key] = float(np.mean([e[key] for e in seq["depth_err"]]))
-        self.online_results.append(res)
-        self.online_curves.append(
-            {
-                "seq_id": seq["seq_id"],
-                "frame": list(seq["window_frame"]),
-                "abs_rel": list(seq["window_abs_rel"]),
-                "photometric": list(seq["window_photometric"]),
-            }
-        )
-        self.online_media.append({"seq_id": seq["seq_id"], "gt": gt, "pred": pred, "depth": seq["media"]})
 
     # ----------------------------------------------------------------------------------------- Lightning hooks
     def on_test_epoch_start(self) -> None:
@@ -624,7 +392,7 @@ class MetaVO(PretrainMethod):
     def test_step(self, dataloader_iter: Iterator) -> None:  # type: ignore[override]
         """One window of the online loop; pulls its own batch so nothing is read ahead."""
         batch, _, _ = next(dataloader_iter)
-        self.online_window(_to_device(batch, self.device))
+        self.online_window(move_data_to_device(batch, self.device))
 
     def on_test_epoch_end(self) -> None:
         metrics = self.online_end()
@@ -637,7 +405,7 @@ class MetaVO(PretrainMethod):
     def predict_step(self, dataloader_iter: Iterator) -> dict[str, Any]:  # type: ignore[override]
         """Online prediction of one window: ``{"seq_id", "window_index", "depth" (H, W), "T_t2s", "loss"}``."""
         batch, _, _ = next(dataloader_iter)
-        return self.online_window(_to_device(batch, self.device))
+        return self.online_window(move_data_to_device(batch, self.device))
 
     def on_predict_epoch_end(self) -> None:
         self.online_end()

@@ -17,6 +17,8 @@
   is the target). Recurrent state (one dict per encoder) goes in and comes out, so a sequence can be processed window
   by window and adapted online; ``state=None`` starts from zeros (sequence start), :func:`mask_state` zeroes the
   state of the samples whose sequence starts at this window.
+* :func:`depth_pose_net` builds both from a ResNet backbone (the DepthNet encoder) and a :class:`NetworkConfig`; the
+  pose encoder is a fresh ResNet of the same kind with twice the input channels (:func:`resnet_like`).
 
 Inputs are frames ``(B, 3, H, W)`` in [0, 1] or event representations (voxel grids); the photometric loss always uses
 the frames (hybrid DAVIS/MVSEC setting).
@@ -25,6 +27,7 @@ the frames (hybrid DAVIS/MVSEC setting).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -40,10 +43,13 @@ __all__ = [
     "DepthNet",
     "DepthPoseNet",
     "EncoderState",
+    "NetworkConfig",
     "PoseNet",
     "RecurrentEncoder",
+    "depth_pose_net",
     "feature_alignments",
     "mask_state",
+    "resnet_like",
 ]
 
 EncoderState = dict[str, LSTMState]
@@ -269,3 +275,50 @@ class DepthPoseNet(nn.Module):
 def feature_alignments(module: nn.Module) -> list[FeatureAlignment]:
     """Every :class:`FeatureAlignment` inside ``module``."""
     return [m for m in module.modules() if isinstance(m, FeatureAlignment)]
+
+
+@dataclass
+class NetworkConfig:
+    """Depth/pose network options (ConvLSTM placement and feature alignment are [R]: see module docstring).
+
+    ``lstm_stages`` / ``align_stages``: encoder stages (1-4; 0 = stem for alignment) followed by a ConvLSTM /
+    a feature alignment, in both the depth and the pose encoder. ``pose_width``: first-stage width of the pose
+    ResNet (None = the depth backbone's).
+    """
+
+    lstm_stages: tuple[int, ...] = (4,)
+    lstm_mode: Literal["residual", "replace"] = "residual"
+    align_stages: tuple[int, ...] = (1, 2, 3, 4)
+    align_momentum: float = 0.1
+    align_form: Literal["adain", "normalize"] = "adain"
+    decoder_channels: tuple[int, int, int, int, int] = (16, 32, 64, 128, 256)
+    num_scales: int = 4
+    pose_hidden: int = 256
+    pose_width: int | None = None
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+
+
+def resnet_like(src: ResNet, in_chans: int, width: int | None = None) -> ResNet:
+    """A fresh ResNet with ``src``'s block, depth and stem but ``in_chans`` inputs and first-stage ``width``
+    (None = ``src``'s)."""
+    block = type(src.layer1[0])
+    layers = [len(s) for s in (src.layer1, src.layer2, src.layer3, src.layer4)]
+    return ResNet(block, layers, in_chans, small_input=src.small_input, width=width or src.conv1.out_channels)
+
+
+def depth_pose_net(backbone: ResNet, cfg: NetworkConfig) -> DepthPoseNet:
+    """DepthNet on ``backbone`` + PoseNet on ``resnet_like(backbone, 2 * in_chans, cfg.pose_width)``, both encoders
+    with ``cfg``'s ConvLSTM and alignment stages (the depth network is built first)."""
+    enc_kw: dict[str, Any] = dict(
+        lstm_stages=cfg.lstm_stages,
+        lstm_mode=cfg.lstm_mode,
+        align_stages=cfg.align_stages,
+        align_momentum=cfg.align_momentum,
+        align_form=cfg.align_form,
+    )
+    depth = DepthNet(
+        RecurrentEncoder(backbone, **enc_kw), cfg.decoder_channels, cfg.num_scales, cfg.min_depth, cfg.max_depth
+    )
+    pose_resnet = resnet_like(backbone, 2 * backbone.in_chans, cfg.pose_width)
+    return DepthPoseNet(depth, PoseNet(RecurrentEncoder(pose_resnet, **enc_kw), hidden=cfg.pose_hidden))

@@ -17,6 +17,10 @@ Second order: the inner gradients are built with ``create_graph=True``, so the o
 detaches ``g_i`` (FOMAML): the outer gradient becomes ``grad L_{i+1}(theta')`` — exactly the
 ``- alpha H_i grad L_{i+1}`` term is dropped.
 
+Online adaptation steps on plain tensors: :func:`sgd_adapt` (``theta - lr grad``) and :func:`adam_step` (one Adam
+update of one tensor, Kingma & Ba 2015, Algorithm 1 with ``beta_1 = 0.9``, ``beta_2 = 0.999``, ``eps = 1e-8``; the
+moments live in a caller-owned dict, so they can persist through a sequence).
+
 Why it aligns gradients (the seed's expansion): for small ``alpha``,
 ``L(theta - alpha g_i; D_{i+1}) = L(theta; D_{i+1}) - alpha <g_i, g_{i+1}> + O(alpha^2)``, so minimising the outer
 loss also maximises the inner product of consecutive windows' gradients. :func:`meta_objective` reports the cosine
@@ -27,12 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "MetaResult",
+    "adam_step",
     "functional_params",
     "grad_cosine",
     "inner_step",
@@ -161,3 +167,20 @@ def sgd_adapt(loss_fn: Callable[[Params], Tensor], params: Params, lr: float, st
         with torch.no_grad():
             theta = {k: (p - lr * g[k]).requires_grad_(True) for k, p in theta.items()}
     return theta, (first if first is not None else torch.zeros(()))
+
+
+def adam_step(p: Tensor, g: Tensor, state: dict[str, Any], lr: float) -> Tensor:
+    """One Adam update of ``p`` with gradient ``g`` (module docstring); returns the new tensor (``p`` is untouched).
+
+    ``state`` is ``{}`` before the first step and then holds ``m``, ``v`` (updated in place) and the step count ``t``:
+    ``m = 0.9 m + 0.1 g``, ``v = 0.999 v + 0.001 g^2``, ``p - lr m_hat / (sqrt(v_hat) + 1e-8)`` with the bias-corrected
+    ``m_hat = m / (1 - 0.9^t)``, ``v_hat = v / (1 - 0.999^t)``. Call it under ``torch.no_grad()``.
+    """
+    if not state:
+        state.update(m=torch.zeros_like(p), v=torch.zeros_like(p), t=0)
+    state["t"] += 1
+    state["m"].mul_(0.9).add_(g, alpha=0.1)
+    state["v"].mul_(0.999).addcmul_(g, g, value=0.001)
+    m_hat = state["m"] / (1 - 0.9 ** state["t"])
+    v_hat = state["v"] / (1 - 0.999 ** state["t"])
+    return p - lr * m_hat / (v_hat.sqrt() + 1e-8)

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from evssl.data.collate import collate_events
 from evssl.data.sequences import OnlineSequenceDataset, VODataModule
 from evssl.methods.meta_vo import MetaConfig, MetaVO, MetaVOOptim, NetworkConfig, OnlineConfig
+from evssl.metrics.online_vo import OnlineVORecorder
 from evssl.nn.backbones.resnet import BasicBlock, ResNet
 from tests.helpers import REPO, cli_env
 
@@ -105,17 +106,17 @@ def _trainer(**kw) -> Trainer:
     )
 
 
-def test_online_loop_never_reads_a_window_before_predicting_the_previous(dm: VODataModule) -> None:
+def test_online_loop_never_reads_a_window_before_predicting_the_previous(dm: VODataModule, monkeypatch) -> None:
     log = _Recorder()
     ds = _InstrumentedOnline(dm.datasets["test"], log)
     model = _model()
-    original = model._record
+    original = OnlineVORecorder.add
 
-    def record(batch, seq, *a, **k):
+    def record(self, *a, **k):
         log.events.append(("predict", len([e for e in log.events if e[0] == "predict"])))
-        return original(batch, seq, *a, **k)
+        return original(self, *a, **k)
 
-    model._record = record  # type: ignore[method-assign]
+    monkeypatch.setattr(OnlineVORecorder, "add", record)
     before = copy.deepcopy(model.state_dict())
     _trainer(inference_mode=False).test(model, datamodule=_DM(ds))
     reads = [k for e, k in log.events if e == "read"]
@@ -261,3 +262,14 @@ def test_meta_gradient_of_the_real_networks_matches_finite_differences(dm: VODat
     # truncating the recurrent gradient at window boundaries (the default) is an approximation of the same derivative
     assert results[False][1] == pytest.approx(numeric, rel=1e-6)
     assert results[False][0] != pytest.approx(numeric, rel=1e-5)
+
+
+def test_presets_fill_only_the_unset_switches() -> None:
+    backbone = ResNet(BasicBlock, (1, 1, 1, 1), 3, small_input=True, width=8)
+    paper = MetaVO(backbone, network=NET, preset="paper")
+    assert (paper.meta_cfg.first_order, paper.meta_cfg.inner_lr, paper.online_cfg.lr) == (False, 1e-4, 1e-4)
+    small = MetaVO(backbone, network=NET, meta=MetaConfig(inner_lr=0.5), online=OnlineConfig(lr=0.25))
+    assert (small.meta_cfg.inner_lr, small.online_cfg.lr) == (0.5, 0.25)  # explicit values win
+    assert float(small.inner_lr) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"MetaVO\.meta: unknown preset 'other'"):
+        MetaVO(backbone, network=NET, preset="other")  # type: ignore[arg-type]

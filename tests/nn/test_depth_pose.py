@@ -104,3 +104,26 @@ def test_alignment_inside_the_encoder():
     assert len(fas) == 2 and {f.channels for f in fas} == {8, 16}
     with pytest.raises(ValueError, match="stage numbers"):
         RecurrentEncoder(ResNet(BasicBlock, (1, 1, 1, 1), 3, width=8), (5,))
+
+
+def test_resnet_like_and_depth_pose_net_from_a_backbone():
+    from evssl.nn.backbones.resnet import Bottleneck
+    from evssl.nn.depth_pose import NetworkConfig, depth_pose_net, resnet_like
+
+    src = ResNet(Bottleneck, (1, 2, 1, 1), 5, small_input=True, width=8)
+    twin = resnet_like(src, 10, None)
+    assert twin.in_chans == 10 and twin.conv1.out_channels == 8 and twin.small_input
+    assert type(twin.layer1[0]) is Bottleneck and [len(s) for s in (twin.layer2, twin.layer3)] == [2, 1]
+    assert twin is not src and resnet_like(src, 10, 4).conv1.out_channels == 4
+    cfg = NetworkConfig(
+        lstm_stages=(3,), align_stages=(0, 2), decoder_channels=(4, 4, 8, 8, 16), num_scales=2, pose_hidden=16
+    )
+    net = depth_pose_net(src, cfg)
+    assert net.depth_net.encoder.resnet is src  # the backbone is the DepthNet encoder, not a copy
+    pose_resnet = net.pose_net.encoder.resnet
+    assert pose_resnet.in_chans == 10 and pose_resnet.conv1.out_channels == 8
+    for enc in (net.depth_net.encoder, net.pose_net.encoder):
+        assert set(enc.lstm) == {"3"} and set(enc.align) == {"0", "2"}
+    assert net.depth_net.num_scales == 2 and len(feature_alignments(net)) == 4
+    out = net([torch.rand(1, 5, 16, 24) for _ in range(3)])
+    assert len(out["disp"]) == 2 and out["T_t2s"][0].shape == (1, 4, 4)

@@ -120,3 +120,25 @@ def test_learnable_inner_lr_gets_a_gradient_and_helpers():
     adapted, first = sgd_adapt(lambda q: toy_loss(q, 0), p, 0.1, steps=3)
     assert toy_loss(adapted, 0) < first
     assert p["w"].grad is None  # the original parameters are untouched
+
+
+def test_adam_step_matches_torch_adam():
+    from evssl.nn.meta import adam_step
+
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(5, generator=gen)
+    grads = [torch.randn(5, generator=gen) for _ in range(4)]
+    ref = p0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([ref], lr=0.05, betas=(0.9, 0.999), eps=1e-8)
+    p, state = p0.clone(), {}
+    for g in grads:
+        ref.grad = g.clone()
+        opt.step()
+        with torch.no_grad():
+            p = adam_step(p, g, state, 0.05)
+        torch.testing.assert_close(p, ref.detach(), rtol=1e-12, atol=1e-12)
+    assert state["t"] == 4
+    # the first step moves every coordinate by ~lr (bias correction), in the direction opposite to the gradient
+    first = adam_step(p0, grads[0], {}, 0.05)
+    torch.testing.assert_close((p0 - first).abs(), torch.full((5,), 0.05), rtol=1e-6, atol=0)
+    assert torch.equal(torch.sign(p0 - first), torch.sign(grads[0]))
