@@ -10,11 +10,22 @@ Classes (both): ``0 flat, 1 background (construction + sky), 2 object, 3 vegetat
     <root>/dir*/events.dat.xyp      np.memmap int16 (N, 3): x, y, p in {0, 1}
     <root>/dir*/index/index_{10,50,250}ms.npy   (n_img, 3) int64 [t_img_ns, idx_last_event_before, idx_window_start]
     <root>/dir*/segmentation_masks/*_<k>.png     label of APS image k - 1 (1-based in the name)
+    <root>/dir*/imgs/img_<k:08d>.png             APS frame of image k - 1 (260x346), extracted from video.mp4
 
 Split by sorted ``dir*`` order (ESS): train = dirs 0, 2, 3, 5, 6; val = dir 1; test = dir 4. The sensor is
 260x346 but labels are 200x346 (the car hood rows are cut), so events with ``y >= 200`` are dropped and the store's
 sensor is 200x346. Timestamps: ns -> µs rounded to nearest. A mask's time is column 0 of ``index_50ms.npy`` at its
 image index.
+
+APS frames: the release ships them only as ``video.mp4``; this converter does not decode video, so extract
+``imgs/`` first in every ``dir*``, as ESS's ``example_loader_ddd17.py`` says::
+
+    mkdir imgs && ffmpeg -i video.mp4 imgs/img_%08d.png
+
+ffmpeg numbers from 1, so ``img_<k>.png`` is image k - 1, the image of mask ``*_<k>.png`` (ESS pairs them by that
+number; its loader also accepts ``<k:010d>.png``, read here too). When ``imgs/`` exists (and ``frames`` is on), every
+mask's frame is stored as its paired frame at the mask's time: the 200 label rows, gray (Pillow's ``L`` weights, as
+ESS's ``Grayscale``) repeated into the store's 3 channels. A missing or wrongly sized image is an error naming it.
 
 **EV-SegNet release** (``<root>/{train,test}/{events,labels}/``, files paired by **sorted order**): the events are
 pre-computed (H, W, C) float tensors (the first 6 channels are EV-SegNet's encoding: per polarity a histogram, the
@@ -26,7 +37,8 @@ pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +67,12 @@ SENSOR_HEIGHT, WIDTH = 260, 346
 LABEL_HEIGHT = 200
 SPLIT_BY_DIR_ORDER = {0: "train", 1: "val", 2: "train", 3: "train", 4: "test", 5: "train", 6: "train"}
 EVSEGNET_CHANNELS = 6
+#: APS frame names in ``imgs/`` for image number k (1-based): ffmpeg's ``img_%08d.png``, the ESS loader's fallback.
+FRAME_NAMES = ("img_{:08d}.png", "{:010d}.png")
+#: Pillow's ``L`` conversion (ITU-R 601-2 luma, 16-bit fixed point), which ESS's ``transforms.Grayscale`` applies.
+LUMA_WEIGHTS = np.array([19595, 38470, 7471], np.uint32)
+
+log = logging.getLogger(__name__)
 
 
 def _memmaps(d: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -110,17 +128,78 @@ def read_mask(path: Path) -> np.ndarray:
     return m
 
 
+def frame_file(mask: Path) -> Path:
+    """The APS frame PNG of a mask: ``<dir>/imgs/img_<k:08d>.png`` (or ``<k:010d>.png``) for mask ``..._<k>.png``."""
+    imgs = mask.parent.parent / "imgs"
+    number = mask_index(mask) + 1
+    for pattern in FRAME_NAMES:
+        if (imgs / pattern.format(number)).is_file():
+            return imgs / pattern.format(number)
+    raise DatasetError(
+        f"{imgs / FRAME_NAMES[0].format(number)}: missing APS frame of mask {mask.name} "
+        "(extract all of video.mp4: ffmpeg -i video.mp4 imgs/img_%08d.png)"
+    )
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """A (260, 346) gray or RGB(A) uint8 APS frame PNG as (200, 346, 3) uint8: the label rows, gray in 3 channels."""
+    img = read_png(path)
+    if img.shape[:2] != (SENSOR_HEIGHT, WIDTH) or img.dtype != np.uint8:
+        raise DatasetError(f"{path}: APS frame has shape {img.shape} {img.dtype}, expected (260, 346) uint8")
+    img = img[:LABEL_HEIGHT]
+    if img.ndim == 3 and img.shape[2] >= 3:
+        gray = ((img[..., :3].astype(np.uint32) @ LUMA_WEIGHTS + 0x8000) >> 16).astype(np.uint8)
+    else:
+        gray = img if img.ndim == 2 else img[..., 0]
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _stacked(read: Callable[[Path], np.ndarray], files: list[Path]) -> Callable[[np.ndarray], np.ndarray]:
+    """A :class:`Timed` loader: ``read`` of the files at the given positions, stacked."""
+    return lambda i: np.stack([read(files[j]) for j in i])
+
+
+def labelled_items(d: Path, index_window: str, frames: bool) -> list[Timed]:
+    """One ``dir*``'s masks in time order (``semantic``), and their APS frames (``frames``) when asked and present.
+
+    Every file name is resolved here, so a missing frame is an error before any event is written.
+    """
+    index_file = need_file(d / "index" / f"index_{index_window}.npy", "DDD17 image index")
+    index = check_array(np.load(index_file), index_file, "index", kinds="i", shape=(None, 3))
+    masks = sorted((d / "segmentation_masks").glob("*.png"))
+    if not masks:
+        raise DatasetError(f"{d / 'segmentation_masks'}: missing segmentation masks (*.png)")
+    img_idx = np.array([mask_index(m) for m in masks])
+    if img_idx.min() < 0 or img_idx.max() >= len(index):
+        bad = masks[int(np.flatnonzero((img_idx < 0) | (img_idx >= len(index)))[0])]
+        raise DatasetError(f"{bad}: image number outside the {len(index)} rows of {index_file}")
+    ts = (index[img_idx, 0].astype(np.int64) + 500) // 1000
+    order = np.argsort(ts, kind="stable")
+    files = [masks[i] for i in order]
+    items = [Timed("semantic", ts[order], _stacked(read_mask, files), LABEL_HEIGHT * WIDTH)]
+    if frames and (d / "imgs").is_dir():
+        imgs = [frame_file(m) for m in files]
+        items.append(Timed("frames", ts[order], _stacked(read_frame, imgs), LABEL_HEIGHT * WIDTH * 3))
+    elif frames:
+        log.info("DDD17: %s has no imgs/ folder (no APS frames; extract them from video.mp4 with ffmpeg)", d)
+    return items
+
+
 def convert_ddd17(
     root: PathLike,
     out: PathLike,
     *,
     index_window: str = "50ms",
+    frames: bool = True,
     max_events: int = DEFAULT_MAX_EVENTS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = False,
     **options: Any,
 ) -> Path:
-    """Convert the ESS DDD17 segmentation release (events + 6-class masks); see the module docstring."""
+    """Convert the ESS DDD17 segmentation release (events, 6-class masks, APS frames of ``imgs/``); see the module.
+
+    ``frames=False`` (``--no-frames``) leaves the APS frames out even where ``imgs/`` exists.
+    """
     root = need_dir(Path(root), "DDD17 (ESS release) root with dir* folders")
     if (root / "train").is_dir() and (root / "train" / "events").is_dir():
         raise DatasetError(
@@ -130,35 +209,16 @@ def convert_ddd17(
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("dir"))
     if not dirs:
         raise DatasetError(f"{root}: no dir* recording folders")
+    timed = [labelled_items(d, index_window, frames) for d in dirs]
     parts: dict[str, int] = {}
     with StoreWriter(out, **writer_kwargs(options)) as w:
         w.set_classes(list(CLASSES))
         for k, d in enumerate(dirs):
-            index_file = need_file(d / "index" / f"index_{index_window}.npy", "DDD17 image index")
-            index = check_array(np.load(index_file), index_file, "index", kinds="i", shape=(None, 3))
-            masks = sorted((d / "segmentation_masks").glob("*.png"))
-            if not masks:
-                raise DatasetError(f"{d / 'segmentation_masks'}: missing segmentation masks (*.png)")
-            img_idx = np.array([mask_index(m) for m in masks])
-            if img_idx.min() < 0 or img_idx.max() >= len(index):
-                bad = masks[int(np.flatnonzero((img_idx < 0) | (img_idx >= len(index)))[0])]
-                raise DatasetError(f"{bad}: image number outside the {len(index)} rows of {index_file}")
-            ts = (index[img_idx, 0].astype(np.int64) + 500) // 1000
-            order = np.argsort(ts, kind="stable")
-            files = [masks[i] for i in order]
-            timed = [
-                Timed(
-                    "semantic",
-                    ts[order],
-                    lambda i, f=files: np.stack([read_mask(f[j]) for j in i]),
-                    LABEL_HEIGHT * WIDTH,
-                )
-            ]
             got = write_long_recording(
                 w,
                 d.name,
                 ddd17_chunks(d),
-                timed=timed,
+                timed=timed[k],
                 max_events=max_events,
                 max_bytes=max_bytes,
                 split=SPLIT_BY_DIR_ORDER.get(k, "train"),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 from sets_fixtures import random_events, write_png
 
 from evssl.data.sets import convert_dataset
 from evssl.data.sets._common import DatasetError
-from evssl.data.sets.ddd17 import read_evsegnet_split
+from evssl.data.sets.ddd17 import read_evsegnet_split, read_frame
 from evssl.data.sets.tartanair import float32_times_to_us
 from evssl.events.io.store import EventStore
 
@@ -157,8 +158,13 @@ def test_tartanair_without_events_and_bad_depth(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ DDD17
-def _write_ddd17_dir(d, rng, n=2000, n_img=6):
-    """§5.3: events.dat.t int64 ns memmap, events.dat.xyp int16 (N,3), index/index_50ms.npy, 1-based mask names."""
+FFMPEG_NAME = "img_{:08d}.png"  # mkdir imgs && ffmpeg -i video.mp4 imgs/img_%08d.png
+
+
+def _write_ddd17_dir(d, rng, n=2000, n_img=6, frame_name=FFMPEG_NAME):
+    """§5.3: events.dat.t int64 ns memmap, events.dat.xyp int16 (N,3), index/index_50ms.npy, 1-based mask names
+    (``segmentation_<k>.png``, as ESS's example loader maps them to ``img_<k>.png``), imgs/ as ffmpeg writes it (RGB,
+    gray in every channel, image k - 1 in ``img_<k:08d>.png``); ``frame_name=None``: no imgs/ folder."""
     d.mkdir(parents=True)
     x, y, t_us, p = random_events(rng, n, 260, 346, t1=3_000_000)
     t_ns = t_us.astype(np.int64) * 1000 + rng.integers(0, 1000, n)
@@ -171,17 +177,23 @@ def _write_ddd17_dir(d, rng, n=2000, n_img=6):
     (d / "segmentation_masks").mkdir()
     masks = rng.integers(0, 6, (2, 200, 346)).astype(np.uint8)
     for k, img in zip((2, 5), masks):  # masks of images 1 and 4 (names are 1-based)
-        write_png(d / "segmentation_masks" / f"img_{k:08d}.png", img)
-    return (x, y, t_ns, p), img_t, masks
+        write_png(d / "segmentation_masks" / f"segmentation_{k:08d}.png", img)
+    aps = rng.integers(0, 256, (n_img, 260, 346)).astype(np.uint8)  # every image differs: an index off by one shows
+    if frame_name is not None:
+        (d / "imgs").mkdir()
+        for k in range(n_img):
+            write_png(d / "imgs" / frame_name.format(k + 1), np.repeat(aps[k][..., None], 3, axis=-1))
+    return (x, y, t_ns, p), img_t, masks, aps
 
 
 def test_ddd17_ess_release(tmp_path):
     rng = np.random.default_rng(3)
-    truth = {k: _write_ddd17_dir(tmp_path / f"dir{k}", rng) for k in range(7)}
+    names = {2: "{:010d}.png", 6: None}  # dir2: the ESS loader's other frame names; dir6: no imgs/ extracted
+    truth = {k: _write_ddd17_dir(tmp_path / f"dir{k}", rng, frame_name=names.get(k, FFMPEG_NAME)) for k in range(7)}
     s = EventStore(convert_dataset("ddd17", tmp_path, tmp_path / "o.h5"))
     assert s.classes == ["flat", "background", "object", "vegetation", "human", "vehicle"]
     assert s.splits.tolist() == ["train", "val", "train", "train", "test", "train", "train"]
-    (_x, y, t_ns, p), img_t, masks = truth[4]
+    (_x, y, t_ns, p), img_t, masks, _ = truth[4]
     e = s.events(4)
     keep = y < 200  # the car-hood rows have no labels
     assert e.sensor_size == (200, 346)
@@ -190,9 +202,44 @@ def test_ddd17_ess_release(tmp_path):
     np.testing.assert_array_equal(e.p, 2 * p[keep] - 1)
     np.testing.assert_array_equal(s.dense_times(4), (img_t[[1, 4]] + 500) // 1000)
     np.testing.assert_array_equal(s.dense(4, "semantic"), masks)
+    for k in (4, 2):  # the frames of images 1 and 4 (img_00000002/5.png), label rows, at their masks' times
+        np.testing.assert_array_equal(s.frame_times(k), s.dense_times(k))
+        frames = s.frames(k)
+        assert frames.shape == (2, 200, 346, 3)
+        np.testing.assert_array_equal(frames, np.repeat(truth[k][3][[1, 4], :200, :, None], 3, axis=-1))
+    assert s.info(6).num_frames == 0 and s.info(6).num_dense == 2
     (tmp_path / "dir0" / "events.dat.xyp").write_bytes(b"\0" * 10)
     with pytest.raises(DatasetError, match=r"dir0/events.dat.xyp: size 10 bytes, expected 12000"):
         convert_dataset("ddd17", tmp_path, tmp_path / "o.h5")
+
+
+def test_ddd17_frame_errors_and_no_frames(tmp_path, capsys):
+    from evssl.events.convert import main_convert
+
+    rng = np.random.default_rng(5)
+    truth = _write_ddd17_dir(tmp_path / "dir0", rng)
+    (tmp_path / "dir0" / "imgs" / "img_00000005.png").unlink()  # the frame of mask segmentation_00000005.png
+    with pytest.raises(DatasetError, match=r"dir0/imgs/img_00000005.png: missing APS frame of mask segmentation_0+5"):
+        convert_dataset("ddd17", tmp_path, tmp_path / "o.h5")
+    assert not (tmp_path / "o.h5").exists()
+    args = ["--dataset", "ddd17", str(tmp_path), "--out", str(tmp_path / "o.h5")]
+    assert main_convert([*args, "--no-frames"]) == 0
+    s = EventStore(tmp_path / "o.h5")
+    assert s.info(0).num_frames == 0
+    np.testing.assert_array_equal(s.dense(0, "semantic"), truth[2])
+    s.close()
+    write_png(tmp_path / "dir0" / "imgs" / "img_00000005.png", truth[3][4, :200])  # already cropped: wrong size
+    assert main_convert(args) == 1
+    err = capsys.readouterr().err
+    assert "dir0/imgs/img_00000005.png: APS frame has shape (200, 346) uint8, expected (260, 346) uint8" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_ddd17_frame_to_gray_as_pillow_l(tmp_path):
+    rgb = np.random.default_rng(6).integers(0, 256, (260, 346, 3)).astype(np.uint8)
+    write_png(tmp_path / "img_00000001.png", rgb)
+    gray = np.asarray(Image.open(tmp_path / "img_00000001.png").convert("L"))  # ESS: transforms.Grayscale
+    np.testing.assert_array_equal(read_frame(tmp_path / "img_00000001.png"), np.repeat(gray[:200, :, None], 3, -1))
 
 
 def test_ddd17_evsegnet_release_pairs_by_sorted_order(tmp_path):
