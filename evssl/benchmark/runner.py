@@ -65,6 +65,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _accepts(class_path: str, arg: str) -> bool:
+    """Whether the class at ``class_path`` takes an ``arg`` argument (False when it cannot be imported: the
+    config's parse then reports the bad class path)."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return arg in inspect.signature(cls).parameters
+
+
 class ExportAt(Callback):
     """Export the backbone (:func:`evssl.export.export_backbone`) after each listed optimizer step (and at step 0
     before training with ``with_zero``) as ``<out>/backbone_step<N>.pt`` + ``.json``."""
@@ -222,31 +236,51 @@ class BenchmarkRunner:
         for k, v in d.items():  # other data keys (e.g. val_split: null for a store without one) go to every run
             if k not in ("source", "synthetic_size", "seed"):
                 set_dotted(cfg, f"data.init_args.{k}", v)
-        if is_method:
+        if is_method and _accepts(str(cfg.get("model", {}).get("class_path", "")), "probe"):
             set_dotted(cfg, "model.init_args.probe", {"enabled": False})  # the benchmark probes offline
         for key, value in overrides.items():
             set_dotted(cfg, key, value)
         return cfg
 
-    # -------------------------------------------------------------------------------------------------- runs
-    def _train(self, cfg: dict[str, Any], run_dir: Path, steps: int, export_steps: list[int], with_zero: bool
-               ) -> dict[str, Any]:  # fmt: skip
+    def row_config(self, row: dict[str, Any], seed: int) -> dict[str, Any]:
+        """The resolved fit config of a method or supervised row of :meth:`plan` on ``seed`` (what :meth:`run`
+        trains and what its cache key hashes)."""
+        is_method = row["kind"] == "method"
+        keys = row["entry"].backbone_keys if is_method else ("model.init_args.backbone",)
+        return self.fit_config(row["config"], seed, row["overrides"], keys, is_method)
+
+    @staticmethod
+    def build(cfg: dict[str, Any], run_dir: Path) -> Any:
+        """Parse and instantiate a resolved fit config (model + data module) the way its training run does, writing
+        it to ``run_dir/config.yaml``; nothing is trained. Returns the :class:`~evssl.cli_lightning.EvsslCLI`."""
         import yaml
-        from lightning.pytorch import Trainer
 
         from evssl.cli_lightning import EvsslCLI
 
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cli = EvsslCLI(args=["--config", str(cfg_path)], run=False)
+        return EvsslCLI(args=["--config", str(cfg_path)], run=False)
+
+    def random_backbone_config(self) -> dict[str, Any]:
+        """The random-init row's backbone config: the grid's backbone with the input's channel count."""
+        cfg = copy.deepcopy(self.grid.backbone)
+        cfg["init_args"]["in_chans"] = self.in_channels()
+        return cfg
+
+    # -------------------------------------------------------------------------------------------------- runs
+    def _train(self, cfg: dict[str, Any], run_dir: Path, steps: int, export_steps: list[int], with_zero: bool,
+               pretraining: bool = True) -> dict[str, Any]:  # fmt: skip
+        from lightning.pytorch import Trainer
+
+        cli = self.build(cfg, run_dir)
         export = ExportAt(export_steps, run_dir, with_zero)
         trainer_kw = {"accelerator": "cpu", "devices": 1, **self.grid.trainer}
         trainer = Trainer(
             max_steps=steps,
             max_epochs=-1,
             logger=self._loggers(run_dir),
-            callbacks=[export, *self._extra_callbacks(cfg)],
+            callbacks=[export, *(self._diagnostics() if pretraining else [])],
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -276,10 +310,9 @@ class BenchmarkRunner:
             loggers.append(WandbLogger(save_dir=str(run_dir), project="evssl-benchmark", name=name))
         return loggers
 
-    def _extra_callbacks(self, cfg: dict[str, Any]) -> list[Any]:
-        """:class:`~evssl.callbacks.diagnostics.PretrainDiagnostics` on pre-training runs with ``diagnostics``."""
-        is_method = "probe" in (cfg.get("model", {}).get("init_args") or {})
-        if self.grid.diagnostics is None or not is_method:
+    def _diagnostics(self) -> list[Any]:
+        """:class:`~evssl.callbacks.diagnostics.PretrainDiagnostics` for a pre-training run, with ``diagnostics``."""
+        if self.grid.diagnostics is None:
             return []
         from evssl.callbacks.diagnostics import PretrainDiagnostics
 
@@ -291,8 +324,7 @@ class BenchmarkRunner:
         from evssl.export import export_backbone
 
         seed_everything(seed, workers=True)
-        cfg = copy.deepcopy(self.grid.backbone)
-        cfg["init_args"]["in_chans"] = self.in_channels()
+        cfg = self.random_backbone_config()
         backbone = self._instantiate(cfg, torch.nn.Module)
         path = run_dir / "backbone_step0.pt"
         export_backbone(None, path, module=_BackboneHolder(backbone, cfg))  # type: ignore[arg-type]
@@ -360,9 +392,7 @@ class BenchmarkRunner:
                 if r["kind"] == RANDOM:
                     cfg = {"backbone": g.backbone, "in_chans": self.in_channels(), "seed": seed}
                 else:
-                    is_method = r["kind"] == "method"
-                    keys = r["entry"].backbone_keys if is_method else ("model.init_args.backbone",)
-                    cfg = self.fit_config(r["config"], seed, r["overrides"], keys, is_method)
+                    cfg = self.row_config(r, seed)
                 key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics})
                 bar.set_postfix_str(f"{r['name']} seed {seed}: pre-train")
                 pre_path = run_dir / "pretrain.json"
@@ -372,7 +402,7 @@ class BenchmarkRunner:
                         if r["kind"] == RANDOM:
                             pre = self._random_export(seed, run_dir)
                         else:
-                            pre = self._train(cfg, run_dir, int(r["steps"]), points, with_zero=False)
+                            pre = self._train(cfg, run_dir, int(r["steps"]), points, False, r["kind"] == "method")
                     except Exception as err:  # one failing method must not sink the grid: its row says why
                         if not self.keep_going:
                             raise
