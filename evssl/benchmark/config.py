@@ -22,6 +22,7 @@
       knn_k: 20
       knn_temperature: 0.07
       batch_size: 64
+      vo_control: true                # rows with online VO (meta-VO): also the trained weights without adaptation
     supervised: {config: experiments/smoke/supervised.yaml, steps: null, overrides: {}}
     diagnostics: true                 # attach evssl.callbacks.PretrainDiagnostics to every pre-training run
                                       # (or a mapping of its arguments); logged to each run's metrics.csv
@@ -89,7 +90,8 @@ class RunSpec:
 
 @dataclass
 class EvalSpec:
-    """The probe protocol shared by every backbone (see :mod:`evssl.benchmark.evaluate`)."""
+    """The probe protocol shared by every backbone (see :mod:`evssl.benchmark.evaluate`); ``vo_control``: rows with
+    an online VO stage also evaluate their trained weights without online adaptation (the control)."""
 
     sampler: dict[str, Any] = field(
         default_factory=lambda: {"class_path": "evssl.data.ClassificationWindow", "init_args": {"duration_us": 50000}}
@@ -100,6 +102,7 @@ class EvalSpec:
     knn_k: int = 20
     knn_temperature: float = 0.07
     batch_size: int = 64
+    vo_control: bool = True
 
 
 @dataclass

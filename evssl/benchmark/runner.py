@@ -211,8 +211,15 @@ class BenchmarkRunner:
         raise FileNotFoundError(f"{self.grid.path}: fit config {config_path} not found")
 
     def fit_config(self, config_path: str, seed: int, overrides: dict[str, Any], backbone_keys: tuple[str, ...],
-                   is_method: bool) -> dict[str, Any]:  # fmt: skip
-        """The method's fit config with the grid's backbone, input, data source and seed forced in."""
+                   is_method: bool, data: str = "events") -> dict[str, Any]:  # fmt: skip
+        """The method's fit config with the grid's backbone, input, data source and seed forced in.
+
+        ``data="events"``: an :class:`~evssl.data.datamodules.EventDataModule` reads the grid's source.
+        ``data="sequences"``: a :class:`~evssl.data.sequences.VODataModule` trains on the source's sequences with
+        the grid's representation as input (``input: events``); its test sequences are the synthetic store of the
+        next seed (other scenes) for a synthetic source, the same store otherwise (override
+        ``data.init_args.test_source`` / ``test_split`` for held-out sequences).
+        """
         import yaml
 
         path = self.resolve(config_path)
@@ -227,12 +234,23 @@ class BenchmarkRunner:
         for key in backbone_keys:
             set_dotted(cfg, key, self.grid.backbone)
         d = self.grid.data
-        set_dotted(cfg, "data.init_args.source", self.grid.source)
-        set_dotted(cfg, "data.init_args.synthetic_size", str(d.get("synthetic_size", "tiny")))
+        size = str(d.get("synthetic_size", "tiny"))
+        if data == "events":
+            set_dotted(cfg, "data.init_args.source", self.grid.source)
+            set_dotted(cfg, "data.init_args.synthetic_size", size)
+            set_dotted(cfg, "data.init_args.persistent_workers", False)
+        elif data == "sequences":
+            # "synthetic:<size>:default" reads the store of the data module's seed (training: the grid's store)
+            # and of seed + 1 (test: other scenes)
+            source = f"synthetic:{size}:default" if self.grid.source == "synthetic" else self.grid.source
+            set_dotted(cfg, "data.init_args.train_source", source)
+            set_dotted(cfg, "data.init_args.test_source", source)
+            set_dotted(cfg, "data.init_args.input", "events")
+        else:
+            raise ValueError(f"{self.grid.path}: registry data kind {data!r} is not 'events' or 'sequences'")
         set_dotted(cfg, "data.init_args.seed", int(d.get("seed", 0)))
         set_dotted(cfg, "data.init_args.representation", self.grid.representation)
         set_dotted(cfg, "data.init_args.num_workers", 0)
-        set_dotted(cfg, "data.init_args.persistent_workers", False)
         for k, v in d.items():  # other data keys (e.g. val_split: null for a store without one) go to every run
             if k not in ("source", "synthetic_size", "seed"):
                 set_dotted(cfg, f"data.init_args.{k}", v)
@@ -247,7 +265,8 @@ class BenchmarkRunner:
         trains and what its cache key hashes)."""
         is_method = row["kind"] == "method"
         keys = row["entry"].backbone_keys if is_method else ("model.init_args.backbone",)
-        return self.fit_config(row["config"], seed, row["overrides"], keys, is_method)
+        data = row["entry"].data if is_method else "events"
+        return self.fit_config(row["config"], seed, row["overrides"], keys, is_method, data)
 
     @staticmethod
     def build(cfg: dict[str, Any], run_dir: Path) -> Any:
@@ -270,7 +289,9 @@ class BenchmarkRunner:
 
     # -------------------------------------------------------------------------------------------------- runs
     def _train(self, cfg: dict[str, Any], run_dir: Path, steps: int, export_steps: list[int], with_zero: bool,
-               pretraining: bool = True) -> dict[str, Any]:  # fmt: skip
+               pretraining: bool = True, save_model: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Train ``cfg`` for ``steps`` optimizer steps, exporting the backbone at ``export_steps``; ``save_model``
+        also saves the whole module's state at the last step (``model_step<N>.pt``, for the VO stage)."""
         from lightning.pytorch import Trainer
 
         cli = self.build(cfg, run_dir)
@@ -294,8 +315,13 @@ class BenchmarkRunner:
         missing = [s for s in export_steps if s not in export.written]
         if missing:
             raise RuntimeError(f"{run_dir}: training stopped at step {trainer.global_step} before {missing}")
-        return {"wall_s": time.time() - t0, "exports": {str(k): v for k, v in export.written.items()},
-                "global_step": int(trainer.global_step)}  # fmt: skip
+        out = {"wall_s": time.time() - t0, "exports": {str(k): v for k, v in export.written.items()},
+               "global_step": int(trainer.global_step)}  # fmt: skip
+        if save_model:
+            path = run_dir / f"model_step{steps}.pt"
+            torch.save({k: v.detach().cpu() for k, v in cli.model.state_dict().items()}, path)
+            out["model"] = str(path)
+        return out
 
     def _loggers(self, run_dir: Path) -> list[Any]:
         """CSV log in the run folder; with ``wandb: true`` in the grid also a W&B run (offline unless
@@ -341,6 +367,29 @@ class BenchmarkRunner:
         )
         return {**res.as_dict(), "wall_s": time.time() - t0}
 
+    def _vo(self, cfg: dict[str, Any], run_dir: Path, model_path: str, seed: int) -> dict[str, Any]:
+        """Online VO metrics of the trained model (``vo_<metric>``) and, with ``eval.vo_control``, of the same
+        weights without adaptation (``vo_noadapt_<metric>``) on the data module's test sequences (CPU)."""
+        from lightning.pytorch import seed_everything
+
+        from evssl.benchmark.evaluate import online_vo
+
+        t0 = time.time()
+        cli = self.build(cfg, run_dir)
+        model = cli.model.cpu()
+        model.load_state_dict(torch.load(model_path, map_location="cpu"))
+        dm = cli.datamodule
+        dm.prepare_data()
+        dm.setup("test")
+        test = dm.datasets["test"]
+        out: dict[str, Any] = {"vo_windows": len(test)}
+        variants = [("vo", True)] + ([("vo_noadapt", False)] if self.grid.eval.vo_control else [])
+        for prefix, adapt in variants:
+            seed_everything(seed, workers=True)
+            out.update({f"{prefix}_{k}": v for k, v in online_vo(model, test, adapt).items()})
+        out["wall_s"] = time.time() - t0
+        return out
+
     # ------------------------------------------------------------------------------------------------ the grid
     def plan(self) -> list[dict[str, Any]]:
         """Rows of the grid: ``{"name", "label", "kind", "config", "overrides", "steps", "reason"}``."""
@@ -361,6 +410,22 @@ class BenchmarkRunner:
                          "steps": g.supervised.steps or g.steps, "reason": None})  # fmt: skip
         return rows
 
+    @staticmethod
+    def _has_vo(row: dict[str, Any]) -> bool:
+        return row["kind"] == "method" and "vo" in row["entry"].tasks
+
+    def _failed(self, row: dict[str, Any], seed: int, err: Exception, run_dir: Path, stage: str = "") -> None:
+        """Record why ``row`` failed (its first root-cause line) as its reason, or re-raise without keep_going."""
+        if not self.keep_going:
+            raise err
+        root: BaseException = err
+        while root.__cause__ is not None or root.__context__ is not None:
+            root = root.__cause__ or root.__context__  # type: ignore[assignment]
+        msg = (str(root).splitlines() or [""])[0][:200]
+        where = f" ({stage})" if stage else ""
+        row["reason"] = f"failed on seed {seed}{where}: {type(root).__name__}: {msg}"
+        self.log(f"evssl benchmark: {row['name']} seed {seed} failed ({row['reason']}); see {run_dir}")
+
     def run(self) -> dict[str, Any]:
         """Run every stage not in the cache; returns ``{"rows": plan, "records": [...], "wall_s"}``."""
         from tqdm import tqdm
@@ -378,41 +443,42 @@ class BenchmarkRunner:
                 if r["kind"] == "method" and r["steps"] != g.steps:  # pragma: no cover - one budget per grid
                     raise ValueError(f"{g.path}: every method runs pretrain.steps={g.steps}")
                 jobs.append((r, seed, points))
-        total = sum(1 + len(p) for _, _, p in jobs)
+
+        def stages(r: dict[str, Any], points: list[int]) -> int:
+            return 1 + len(points) + int(self._has_vo(r))
+
+        total = sum(stages(r, p) for r, _, p in jobs)
         t0 = time.time()
         records: list[dict[str, Any]] = []
-        eval_key = asdict(g.eval) | {"data": g.data, "representation": g.representation}
+        probe_eval = {k: v for k, v in asdict(g.eval).items() if k != "vo_control"}
+        eval_key = probe_eval | {"data": g.data, "representation": g.representation}
         with tqdm(total=total, desc=f"benchmark {g.name}", unit="stage", disable=not self.progress,
                   dynamic_ncols=True) as bar:  # fmt: skip
             for r, seed, points in jobs:
                 if r["reason"] is not None:  # failed on an earlier seed
-                    bar.update(1 + len(points))
+                    bar.update(stages(r, points))
                     continue
                 run_dir = self.root / "runs" / r["name"] / f"seed{seed}"
                 if r["kind"] == RANDOM:
                     cfg = {"backbone": g.backbone, "in_chans": self.in_channels(), "seed": seed}
                 else:
                     cfg = self.row_config(r, seed)
-                key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics})
+                vo = self._has_vo(r)
+                key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics}
+                            | ({"model": True} if vo else {}))  # fmt: skip
                 bar.set_postfix_str(f"{r['name']} seed {seed}: pre-train")
                 pre_path = run_dir / "pretrain.json"
                 pre = _read_json(pre_path)
-                if pre is None or pre.get("key") != key or not all(Path(p).is_file() for p in pre["exports"].values()):
+                files = [*pre["exports"].values(), *([pre.get("model", "")] if vo else [])] if pre else []
+                if pre is None or pre.get("key") != key or not all(Path(p).is_file() for p in files):
                     try:
                         if r["kind"] == RANDOM:
                             pre = self._random_export(seed, run_dir)
                         else:
-                            pre = self._train(cfg, run_dir, int(r["steps"]), points, False, r["kind"] == "method")
+                            pre = self._train(cfg, run_dir, int(r["steps"]), points, False, r["kind"] == "method", vo)
                     except Exception as err:  # one failing method must not sink the grid: its row says why
-                        if not self.keep_going:
-                            raise
-                        root: BaseException = err
-                        while root.__cause__ is not None or root.__context__ is not None:
-                            root = root.__cause__ or root.__context__  # type: ignore[assignment]
-                        msg = (str(root).splitlines() or [""])[0][:200]
-                        r["reason"] = f"failed on seed {seed}: {type(root).__name__}: {msg}"
-                        self.log(f"evssl benchmark: {r['name']} seed {seed} failed ({r['reason']}); see {run_dir}")
-                        bar.update(1 + len(points))
+                        self._failed(r, seed, err, run_dir)
+                        bar.update(stages(r, points))
                         continue
                     pre["key"] = key
                     _write_json(pre_path, pre)
@@ -426,7 +492,24 @@ class BenchmarkRunner:
                         res = self._probe(pre["exports"][str(step)])
                         res["key"] = pkey
                         _write_json(stage_path, res)
-                    records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "seed": seed,
-                                    "step": step, "pretrain_s": pre["wall_s"], **res})  # fmt: skip
+                    records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "probe",
+                                    "seed": seed, "step": step, "pretrain_s": pre["wall_s"], **res})  # fmt: skip
+                    bar.update(1)
+                if vo:
+                    bar.set_postfix_str(f"{r['name']} seed {seed}: online VO")
+                    stage_path = run_dir / f"vo_step{r['steps']}.json"
+                    vkey = _hash({"pre": key, "control": g.eval.vo_control})
+                    res = _read_json(stage_path)
+                    if res is None or res.get("key") != vkey:
+                        try:
+                            res = self._vo(cfg, run_dir, pre["model"], seed)
+                        except Exception as err:
+                            self._failed(r, seed, err, run_dir, "online VO")
+                            bar.update(1)
+                            continue
+                        res["key"] = vkey
+                        _write_json(stage_path, res)
+                    records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "vo",
+                                    "seed": seed, "step": r["steps"], "pretrain_s": pre["wall_s"], **res})  # fmt: skip
                     bar.update(1)
         return {"rows": rows, "records": records, "wall_s": time.time() - t0}
