@@ -7,6 +7,8 @@ architecture, same probe), the paired difference is :math:`d_s = a_s - r_s`, rep
 
 Rows with an online VO stage (records with ``task = "vo"``) get their own columns (:data:`VO_METRICS`, with online
 adaptation and without it) and, as their paired difference, adaptation minus no adaptation on the same weights.
+With ``eval.dense``, every row's dense records (``task = "dense"``: ``dense_frozen``, ``dense_finetune``) are
+summarised like the probes, with the paired difference to random init.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DENSE_MODES",
     "METRICS",
     "VO_METRICS",
     "curve_rows",
     "curves_markdown",
+    "dense_markdown",
     "mean_std",
     "paired_difference",
     "summary_rows",
@@ -33,6 +37,8 @@ __all__ = [
 ]
 
 METRICS = ("linear", "knn")
+#: ``eval.dense`` modes: a frozen backbone with a trained head, and the whole network fine-tuned.
+DENSE_MODES = {"frozen": "frozen", "finetune": "fine-tuned"}
 #: Online VO metrics of the table (:meth:`evssl.methods.meta_vo.MetaVO.online_end` keys) and their headers.
 VO_METRICS = {"t_rel": "t_rel (%)", "ate": "ATE (m)", "rpe_trans": "RPE (m/frame)", "abs_rel": "depth abs-rel"}
 
@@ -91,6 +97,15 @@ def summary_rows(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> l
                     vals, {s: float(r[m]) for s, r in random.items()}
                 )
         item["pretrain_s"] = mean_std([float(r.get("pretrain_s", 0.0)) for r in rec.values()])[0] if rec else math.nan
+        dense, dense_random = _final(records, row["name"], "dense"), _final(records, "random", "dense")
+        if dense:
+            item["dense_seeds"] = sorted(dense)
+            for mode in DENSE_MODES:
+                vals = {s: float(r[f"dense_{mode}"]) for s, r in dense.items() if f"dense_{mode}" in r}
+                item[f"dense_{mode}_mean"], item[f"dense_{mode}_std"] = mean_std(list(vals.values()))
+                ref = {s: float(r[f"dense_{mode}"]) for s, r in dense_random.items() if f"dense_{mode}" in r}
+                diff = paired_difference(vals, ref) if row["name"] != "random" else (math.nan, math.nan, 0)
+                item[f"dense_{mode}_diff"], item[f"dense_{mode}_diff_se"] = diff[0], diff[1]
         vo = _final(records, row["name"], "vo")
         if vo:
             item["vo_seeds"] = sorted(vo)
@@ -149,6 +164,22 @@ def to_markdown(summary: list[dict[str, Any]], title: str = "") -> str:
 
 def _num(mu: float, sd: float, sign: bool = False) -> str:
     return "—" if math.isnan(mu) else (f"{mu:+.3g}" if sign else f"{mu:.3g}") + f" ± {sd:.2g}"
+
+
+def dense_markdown(summary: list[dict[str, Any]], metric: str = "miou") -> str:
+    """The ``eval.dense`` table ("" if no row has one): per mode the test metric (%) mean ± std over seeds and the
+    paired difference to random init ± SE."""
+    rows = [s for s in summary if s.get("dense_seeds") and not s["reason"]]
+    if not rows:
+        return ""
+    modes = [m for m in DENSE_MODES if any(not math.isnan(s[f"dense_{m}_mean"]) for s in rows)]
+    head = " | ".join(f"{DENSE_MODES[m]} {metric} (%) | Δ vs random (± SE)" for m in modes)
+    lines = [f"| dense head | {head} | seeds |", "|---|" + "---|---|" * len(modes) + "---|"]
+    for s in rows:
+        cells = [f"{_pct(s[f'dense_{m}_mean'], s[f'dense_{m}_std'])} | "
+                 f"{_diff(s[f'dense_{m}_diff'], s[f'dense_{m}_diff_se'])}" for m in modes]  # fmt: skip
+        lines.append(f"| {s['label']} | " + " | ".join(cells) + f" | {len(s['dense_seeds'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def vo_markdown(summary: list[dict[str, Any]]) -> str:

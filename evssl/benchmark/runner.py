@@ -289,9 +289,10 @@ class BenchmarkRunner:
 
     # -------------------------------------------------------------------------------------------------- runs
     def _train(self, cfg: dict[str, Any], run_dir: Path, steps: int, export_steps: list[int], with_zero: bool,
-               pretraining: bool = True, save_model: bool = False) -> dict[str, Any]:  # fmt: skip
+               pretraining: bool = True, save_model: bool = False, test: bool = False) -> dict[str, Any]:  # fmt: skip
         """Train ``cfg`` for ``steps`` optimizer steps, exporting the backbone at ``export_steps``; ``save_model``
-        also saves the whole module's state at the last step (``model_step<N>.pt``, for the VO stage)."""
+        also saves the whole module's state at the last step (``model_step<N>.pt``, for the VO stage); ``test``
+        then runs the data module's test split (``"test"``: the logged test metrics)."""
         from lightning.pytorch import Trainer
 
         cli = self.build(cfg, run_dir)
@@ -317,6 +318,9 @@ class BenchmarkRunner:
             raise RuntimeError(f"{run_dir}: training stopped at step {trainer.global_step} before {missing}")
         out = {"wall_s": time.time() - t0, "exports": {str(k): v for k, v in export.written.items()},
                "global_step": int(trainer.global_step)}  # fmt: skip
+        if test:
+            (metrics,) = trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+            out["test"] = {k: float(v) for k, v in metrics.items()}
         if save_model:
             path = run_dir / f"model_step{steps}.pt"
             torch.save({k: v.detach().cpu() for k, v in cli.model.state_dict().items()}, path)
@@ -366,6 +370,27 @@ class BenchmarkRunner:
             path, tr, te, classes, ev.windows, ev.bn_reestimate_batches, ev.l2, ev.knn_k, ev.knn_temperature
         )
         return {**res.as_dict(), "wall_s": time.time() - t0}
+
+    def dense_config(self, export: str | None, seed: int, mode: str) -> dict[str, Any]:
+        """The ``eval.dense`` fit config on ``export`` (a backbone file; None = random init) in ``mode``."""
+        spec = self.grid.eval.dense
+        if spec is None:
+            raise ValueError(f"{self.grid.path}: no eval.dense")
+        cfg = self.fit_config(spec.config, seed, spec.overrides, ("model.init_args.backbone",), False)
+        set_dotted(cfg, "model.init_args.pretrained", None if export is None else str(Path(export).resolve()))
+        set_dotted(cfg, "model.init_args.freeze_backbone", mode == "frozen")
+        return cfg
+
+    def _dense(self, export: str, seed: int, mode: str, run_dir: Path) -> dict[str, Any]:
+        """``eval.dense``: the dense task trained for its steps on the export (frozen or fine-tuned), then tested."""
+        spec = self.grid.eval.dense
+        assert spec is not None
+        cfg = self.dense_config(export, seed, mode)
+        res = self._train(cfg, run_dir, spec.steps, [], False, pretraining=False, test=True)
+        key = f"test/{spec.metric}"
+        if key not in res["test"]:
+            raise KeyError(f"{self.grid.path}: eval.dense: {spec.config} logs no {key} (got {sorted(res['test'])})")
+        return {f"dense_{mode}": res["test"][key], "wall_s": res["wall_s"], "test": res["test"]}
 
     def _vo(self, cfg: dict[str, Any], run_dir: Path, model_path: str, seed: int) -> dict[str, Any]:
         """Online VO metrics of the trained model (``vo_<metric>``) and, with ``eval.vo_control``, of the same
@@ -426,6 +451,35 @@ class BenchmarkRunner:
         row["reason"] = f"failed on seed {seed}{where}: {type(root).__name__}: {msg}"
         self.log(f"evssl benchmark: {row['name']} seed {seed} failed ({row['reason']}); see {run_dir}")
 
+    def _dense_stages(self, r: dict[str, Any], seed: int, run_dir: Path, key: str, pre: dict[str, Any],
+                      records: list[dict[str, Any]], bar: Any) -> bool:  # fmt: skip
+        """The ``eval.dense`` stages of one (row, seed) on its final export (``dense_<mode>_step<N>.json``);
+        False when one failed (the row's reason says why)."""
+        spec = self.grid.eval.dense
+        if spec is None:
+            return True
+        step = max(int(s) for s in pre["exports"])
+        res_all: dict[str, Any] = {}
+        for i, mode in enumerate(spec.modes):
+            bar.set_postfix_str(f"{r['name']} seed {seed}: dense {mode}")
+            stage_path = run_dir / f"dense_{mode}_step{step}.json"
+            dkey = _hash({"pre": key, "dense": asdict(spec), "mode": mode, "step": step})
+            res = _read_json(stage_path)
+            if res is None or res.get("key") != dkey:
+                try:
+                    res = self._dense(pre["exports"][str(step)], seed, mode, run_dir / f"dense_{mode}")
+                except Exception as err:
+                    self._failed(r, seed, err, run_dir / f"dense_{mode}", f"dense {mode}")
+                    bar.update(len(spec.modes) - i)
+                    return False
+                res["key"] = dkey
+                _write_json(stage_path, res)
+            res_all[f"dense_{mode}"] = res[f"dense_{mode}"]
+            bar.update(1)
+        records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "dense", "seed": seed,
+                        "step": step, "pretrain_s": pre["wall_s"], **res_all})  # fmt: skip
+        return True
+
     def run(self) -> dict[str, Any]:
         """Run every stage not in the cache; returns ``{"rows": plan, "records": [...], "wall_s"}``."""
         from tqdm import tqdm
@@ -444,13 +498,15 @@ class BenchmarkRunner:
                     raise ValueError(f"{g.path}: every method runs pretrain.steps={g.steps}")
                 jobs.append((r, seed, points))
 
+        dense_modes = list(g.eval.dense.modes) if g.eval.dense is not None else []
+
         def stages(r: dict[str, Any], points: list[int]) -> int:
-            return 1 + len(points) + int(self._has_vo(r))
+            return 1 + len(points) + int(self._has_vo(r)) + len(dense_modes)
 
         total = sum(stages(r, p) for r, _, p in jobs)
         t0 = time.time()
         records: list[dict[str, Any]] = []
-        probe_eval = {k: v for k, v in asdict(g.eval).items() if k != "vo_control"}
+        probe_eval = {k: v for k, v in asdict(g.eval).items() if k not in ("vo_control", "dense")}
         eval_key = probe_eval | {"data": g.data, "representation": g.representation}
         with tqdm(total=total, desc=f"benchmark {g.name}", unit="stage", disable=not self.progress,
                   dynamic_ncols=True) as bar:  # fmt: skip
@@ -495,6 +551,9 @@ class BenchmarkRunner:
                     records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "probe",
                                     "seed": seed, "step": step, "pretrain_s": pre["wall_s"], **res})  # fmt: skip
                     bar.update(1)
+                if not self._dense_stages(r, seed, run_dir, key, pre, records, bar):
+                    bar.update(int(vo))
+                    continue
                 if vo:
                     bar.set_postfix_str(f"{r['name']} seed {seed}: online VO")
                     stage_path = run_dir / f"vo_step{r['steps']}.json"

@@ -22,7 +22,10 @@ from tests.helpers import REPO
 
 GRIDS = sorted((REPO / "experiments" / "benchmark").glob("*.yaml"))
 
-pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended"),
+    pytest.mark.filterwarnings("ignore:.*freeze_backbone without `pretrained`"),  # dense configs built on random weights
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +71,11 @@ def test_grid_fit_configs_parse_and_instantiate(path: Path, tiny_store: Path, tm
         if row["kind"] == SUPERVISED:
             assert type(model).__name__ == "Classifier"
         built.append(row["name"])
+    if grid.eval.dense is not None:  # the dense head's config on the grid's backbone (random weights here)
+        for mode in grid.eval.dense.modes:
+            cli = runner.build(runner.dense_config(None, 1, mode), tmp_path / f"dense_{mode}")
+            assert type(cli.model.backbone).__name__ == grid.backbone_family
+            assert cli.model.freeze_backbone == (mode == "frozen")
     assert SUPERVISED in built or grid.supervised is None
     assert any(r["kind"] == "method" for r in rows if r["name"] in built), f"{path.name}: no method row was built"
 
