@@ -11,9 +11,16 @@ For every seed of :class:`~evssl.benchmark.config.GridConfig`:
   trained on the labels for ``supervised.steps`` (default: the same budget), exported;
 
 then every export is probed the same way (:mod:`evssl.benchmark.evaluate`). Methods that cannot run on the grid
-are rows with the reason (:func:`evssl.benchmark.registry.unavailable_reason`).
+are rows with the reason (:func:`evssl.benchmark.registry.unavailable_reason`). Two further stages where the grid
+asks for them:
 
-Caching: every (method, seed, stage) writes ``<out>/runs/<method>/seed<k>/<stage>.json`` atomically, keyed by a
+* **online VO** — a method whose registry entry has the ``"vo"`` task (meta-VO) saves its whole trained module and
+  runs its online loop on the test sequences, with and without adaptation (:func:`evssl.benchmark.evaluate.online_vo`);
+* **dense head** — with ``eval.dense``, every row's final export is loaded into the dense task's fit config
+  (``pretrained``), trained for ``eval.dense.steps`` with the backbone frozen and/or fine-tuned, and tested.
+
+Caching: every (method, seed, stage) writes ``<out>/runs/<method>/seed<k>/<stage>.json`` (``pretrain``,
+``probe_step<N>``, ``vo_step<N>``, ``dense_<mode>_step<N>``) atomically, keyed by a
 hash of everything that determines it (the resolved fit config, budget, probe protocol); a rerun skips every stage
 whose key matches, so an interrupted benchmark resumes at the first unfinished stage (an interrupted pre-training
 restarts from step 0) and a finished one re-prints its tables instantly. Per-run CSV logs
