@@ -24,7 +24,7 @@ GRIDS = sorted((REPO / "experiments" / "benchmark").glob("*.yaml"))
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended"),
-    pytest.mark.filterwarnings("ignore:.*freeze_backbone without `pretrained`"),  # dense configs built on random weights
+    pytest.mark.filterwarnings("ignore:.*freeze_backbone without `pretrained`"),  # dense configs, random weights
 ]
 
 
