@@ -22,6 +22,13 @@
       knn_k: 20
       knn_temperature: 0.07
       batch_size: 64
+      vo_control: true                # rows with online VO (meta-VO): also the trained weights without adaptation
+      dense:                          # optional: a dense head on every final export (frozen and fine-tuned)
+        config: experiments/smoke/segmentation.yaml   # a DenseTask fit config (SemanticSegmentation: test/miou)
+        steps: 100
+        modes: [frozen, finetune]
+        metric: miou
+        overrides: {}
     supervised: {config: experiments/smoke/supervised.yaml, steps: null, overrides: {}}
     diagnostics: true                 # attach evssl.callbacks.PretrainDiagnostics to every pre-training run
                                       # (or a mapping of its arguments); logged to each run's metrics.csv
@@ -43,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EvalSpec", "GridConfig", "MethodSpec", "RunSpec", "expand_env", "load_grid", "set_dotted"]
+__all__ = ["DenseSpec", "EvalSpec", "GridConfig", "MethodSpec", "RunSpec", "expand_env", "load_grid", "set_dotted"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -88,8 +95,24 @@ class RunSpec:
 
 
 @dataclass
+class DenseSpec:
+    """The optional dense evaluation (``eval.dense``): the fit config of a
+    :class:`~evssl.tasks.dense.DenseTask` (a store with dense ground truth: the synthetic sets have semantic masks,
+    flow and depth) trained for ``steps`` on every row's final export (``pretrained``) with the grid's backbone,
+    input and data source, once per mode (``frozen``: ``freeze_backbone``, a dense probe; ``finetune``: the whole
+    network), then tested: the task's ``test/<metric>``."""
+
+    config: str = "experiments/smoke/segmentation.yaml"
+    steps: int = 100
+    modes: list[str] = field(default_factory=lambda: ["frozen", "finetune"])
+    metric: str = "miou"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class EvalSpec:
-    """The probe protocol shared by every backbone (see :mod:`evssl.benchmark.evaluate`)."""
+    """The probe protocol shared by every backbone (see :mod:`evssl.benchmark.evaluate`); ``vo_control``: rows with
+    an online VO stage also evaluate their trained weights without online adaptation (the control)."""
 
     sampler: dict[str, Any] = field(
         default_factory=lambda: {"class_path": "evssl.data.ClassificationWindow", "init_args": {"duration_us": 50000}}
@@ -100,6 +123,8 @@ class EvalSpec:
     knn_k: int = 20
     knn_temperature: float = 0.07
     batch_size: int = 64
+    vo_control: bool = True
+    dense: DenseSpec | None = None
 
 
 @dataclass
@@ -189,6 +214,7 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> GridConfig
     if unknown:
         raise GridConfigError(f"{where}: eval has unknown fields {sorted(unknown)}")
     ev = EvalSpec(**ev_raw)
+    ev.dense = _dense(ev_raw.get("dense"), where)
     ev.sampler = _class_cfg(ev.sampler, where, "eval.sampler")
     if ev.windows < 1:
         raise GridConfigError(f"{where}: field 'eval.windows' must be >= 1, got {ev.windows}")
@@ -210,6 +236,23 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> GridConfig
         diagnostics=_diagnostics(raw.get("diagnostics"), where),
         wandb=bool(raw.get("wandb", False)),
     )
+
+
+def _dense(value: Any, where: str) -> DenseSpec | None:
+    if value in (None, False):
+        return None
+    if not isinstance(value, dict):
+        raise GridConfigError(f"{where}: field 'eval.dense' must be a mapping of DenseSpec fields, got {value!r}")
+    unknown = set(value) - set(DenseSpec.__dataclass_fields__)
+    if unknown:
+        raise GridConfigError(f"{where}: eval.dense has unknown fields {sorted(unknown)}")
+    spec = DenseSpec(**value)
+    bad = [m for m in spec.modes if m not in ("frozen", "finetune")]
+    if bad or not spec.modes:
+        raise GridConfigError(f"{where}: field 'eval.dense.modes' must be a non-empty subset of [frozen, finetune]")
+    if spec.steps < 1:
+        raise GridConfigError(f"{where}: field 'eval.dense.steps' must be >= 1, got {spec.steps}")
+    return spec
 
 
 def _diagnostics(value: Any, where: str) -> dict[str, Any] | None:

@@ -15,6 +15,12 @@ Every exported backbone of a grid (pre-trained, random init, supervised) goes th
    "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", §3.4; the DINO evaluation):
    for a query :math:`q` with neighbours :math:`\mathcal N_k(q)` by cosine similarity :math:`s_i`, class scores
    :math:`S_c = \sum_{i\in\mathcal N_k} e^{s_i/\tau}\,[y_i = c]`; a recording's ``K`` windows add their scores.
+
+Methods with an online VO loop (meta-VO) are also evaluated by :func:`online_vo`: the trained model (not only its
+backbone) runs :class:`~evssl.methods.meta_vo.MetaVO`'s online loop over the test sequences window by window
+(predict window ``i``, then adapt on it), with or without the adaptation step; the metrics are the method's own
+(:mod:`evssl.metrics.odometry`, averaged over sequences): KITTI ``t_rel`` (%) / ``r_rel``, ATE after Sim(3)
+alignment, RPE (frame offset 1), depth abs-rel / RMSE / delta1 (median scaling), photometric error.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ProbeResult", "extract_features", "knn_classify", "linear_probe", "probe_backbone"]
+__all__ = ["ProbeResult", "extract_features", "knn_classify", "linear_probe", "online_vo", "probe_backbone"]
 
 
 @dataclass
@@ -161,3 +167,22 @@ def probe_backbone(
     lin = linear_probe(tr, te, num_classes, l2=l2, test_windows=windows, head=head)
     knn = knn_classify(tr, te, num_classes, k=knn_k, temperature=knn_temperature, test_windows=windows)
     return ProbeResult(linear=lin, knn=knn, bn_batches=int(n_bn), num_features=int(tr[0].shape[1]))
+
+
+def online_vo(model: Any, sequences: Any, adapt: bool) -> dict[str, float]:
+    """Sequence-averaged online VO metrics of ``model`` (a :class:`~evssl.methods.meta_vo.MetaVO`) over the ordered
+    windows of ``sequences`` (an :class:`~evssl.data.sequences.OnlineSequenceDataset`), one window at a time;
+    ``adapt=False`` keeps the trained weights (same loop, no update). The module's parameters and buffers are left
+    as they were."""
+    from evssl.data.collate import collate_events
+
+    enabled = model.online_cfg.enabled
+    model.online_cfg.enabled = bool(adapt)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            model.online_begin()
+            for k in range(len(sequences)):
+                model.online_window(collate_events([sequences[k]]))
+            return model.online_end()
+    finally:
+        model.online_cfg.enabled = enabled

@@ -3,7 +3,10 @@
 Outputs under the grid's ``out_dir`` (default ``runs/benchmark/<name>``):
 
 * ``results.md`` / ``results.csv`` — per backbone: linear-probe and kNN accuracy, mean ± std over seeds, paired
-  difference to random init ± standard error; rows that could not run carry the reason;
+  difference to random init ± standard error; rows that could not run carry the reason; rows with an online VO
+  stage (meta-VO) also get a VO table (t_rel, ATE, RPE, depth abs-rel with and without online adaptation, and the
+  paired difference between the two); with ``eval.dense`` a dense-head table (frozen and fine-tuned test metric,
+  paired difference to random init);
 * ``chart.png`` — the same as bars with ± std error bars;
 * ``curves.md`` / ``curves.csv`` / ``curves.png`` — linear-probe accuracy at every pre-training checkpoint
   (random init = step 0, supervised from scratch = the ceiling);
@@ -25,7 +28,15 @@ __all__ = ["comparison_lines", "main", "write_outputs"]
 def write_outputs(grid: Any, result: dict[str, Any]) -> dict[str, Path]:
     """Tables, CSVs and charts of a finished grid; returns their paths."""
     from evssl.benchmark.chart import bar_chart, curve_chart
-    from evssl.benchmark.report import curve_rows, curves_markdown, summary_rows, to_csv, to_markdown
+    from evssl.benchmark.report import (
+        curve_rows,
+        curves_markdown,
+        dense_markdown,
+        summary_rows,
+        to_csv,
+        to_markdown,
+        vo_markdown,
+    )
 
     out = Path(grid.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,6 +55,12 @@ def write_outputs(grid: Any, result: dict[str, Any]) -> dict[str, Path]:
         "curves.png": out / "curves.png",
     }
     md = to_markdown(summary, title)
+    if grid.eval.dense is not None and (dense := dense_markdown(summary, grid.eval.dense.metric)):
+        md += (f"\nDense head ({grid.eval.dense.config}, {grid.eval.dense.steps} steps) on every final export, test "
+               f"{grid.eval.dense.metric} (%):\n\n" + dense)  # fmt: skip
+    vo = vo_markdown(summary)
+    if vo:
+        md += "\nOnline VO after the last pre-training step (mean ± std over seeds; lower is better):\n\n" + vo
     curve_md = curves_markdown(curves)
     for name, text in (("results.md", md), ("curves.md", curve_md)):
         tmp = paths[name].with_name(f".{name}.tmp{os.getpid()}")

@@ -1,10 +1,10 @@
 """The methods a benchmark grid can name: a small registry of :class:`MethodEntry` rows.
 
 Each entry says where the method lives (module + class), which fit config it starts from (the benchmark overrides
-its backbone, input representation, data source, seed and step budget) and what it needs from the grid, so a
-method that cannot run on a source or a backbone family appears in the table with the reason instead of silently
-missing. An entry whose module is not importable on this branch reports "not on this branch" — EvDistill and
-meta-VO slot in by landing their modules (adjust ``config`` / ``requires`` here when they do).
+its backbone, input representation, data source, seed and step budget), how its data module takes the grid's
+source (``data``), what it needs from the grid and which evaluations its export gets (``tasks``), so a method that
+cannot run on a source or a backbone family appears in the table with the reason instead of silently missing. An
+entry whose module is not importable on this branch reports "not on this branch".
 
 Add a method: ``register(MethodEntry("name", "evssl.methods.x", "X", "experiments/smoke/x.yaml", ...))``.
 """
@@ -32,8 +32,13 @@ class MethodEntry:
         backbones: backbone class names the method accepts (``None`` = any with ``num_features``).
         backbone_reason: why, when ``backbones`` excludes the grid's family.
         requires: data capabilities the method needs from the store (``"frames"``, ``"poses"``, ``"labels"``).
-        evaluation: ``"probe"`` (linear probe + kNN of the exported backbone) or ``"none"`` (not a classification
-            row: e.g. meta-VO is evaluated by its online VO metrics).
+        data: how the fit config's data module takes the grid's source: ``"events"``
+            (:class:`~evssl.data.datamodules.EventDataModule`: ``source``, ``synthetic_size``, ``representation``) or
+            ``"sequences"`` (:class:`~evssl.data.sequences.VODataModule`: ``train_source`` / ``test_source``,
+            ``input: events`` with the grid's representation).
+        tasks: evaluations of the trained model: ``"probe"`` (linear probe + kNN of the exported backbone at every
+            checkpoint) and ``"vo"`` (the method's online VO loop on the test sequences after the last step,
+            with and without online adaptation: :func:`evssl.benchmark.evaluate.online_vo`).
         backbone_keys: dotted config keys set to the grid's backbone config.
     """
 
@@ -45,7 +50,8 @@ class MethodEntry:
     backbones: tuple[str, ...] | None = None
     backbone_reason: str = ""
     requires: tuple[str, ...] = ()
-    evaluation: str = "probe"
+    data: str = "events"
+    tasks: tuple[str, ...] = ("probe",)
     backbone_keys: tuple[str, ...] = ("model.init_args.backbone",)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -112,9 +118,12 @@ register(
         "MetaVO",
         "experiments/smoke/meta_vo.yaml",
         label="meta-VO",
-        requires=("poses",),
-        evaluation="none",
-        notes={"metric": "online VO metrics (ATE/RPE) on sequences, not a classification probe"},
+        backbones=("ResNet",),
+        backbone_reason="the DepthNet encoder is an evssl ResNet",
+        requires=("frames", "poses"),
+        data="sequences",
+        tasks=("probe", "vo"),
+        notes={"trains_on": "the store's sequences (split 'sequence'), events in, frames for the photometric loss"},
     )
 )
 
@@ -143,8 +152,6 @@ def unavailable_reason(entry: MethodEntry, backbone_family: str, capabilities: s
     """Why ``entry`` cannot run on this grid (``None`` = it can)."""
     if not entry.available():
         return f"not on this branch ({entry.module} missing)"
-    if entry.evaluation == "none":
-        return f"evaluated elsewhere: {entry.notes.get('metric', 'no probe evaluation')}"
     if entry.backbones is not None and backbone_family not in entry.backbones:
         return f"{entry.backbone_reason or 'backbone not supported'} (grid backbone: {backbone_family})"
     missing = [r for r in entry.requires if r not in capabilities]

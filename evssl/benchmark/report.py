@@ -4,6 +4,11 @@ For a metric :math:`a_s` of a row and :math:`r_s` of random init on seed :math:`
 architecture, same probe), the paired difference is :math:`d_s = a_s - r_s`, reported as
 :math:`\bar d \pm \mathrm{SE}`, :math:`\mathrm{SE} = \mathrm{sd}(d)/\sqrt{n}` (sample standard deviation,
 ``ddof = 1``; 0 with one seed). Means and standard deviations are over seeds (``ddof = 1``).
+
+Rows with an online VO stage (records with ``task = "vo"``) get their own columns (:data:`VO_METRICS`, with online
+adaptation and without it) and, as their paired difference, adaptation minus no adaptation on the same weights.
+With ``eval.dense``, every row's dense records (``task = "dense"``: ``dense_frozen``, ``dense_finetune``) are
+summarised like the probes, with the paired difference to random init.
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DENSE_MODES",
     "METRICS",
+    "VO_METRICS",
     "curve_rows",
     "curves_markdown",
+    "dense_markdown",
     "mean_std",
     "paired_difference",
     "summary_rows",
     "to_csv",
     "to_markdown",
+    "vo_markdown",
 ]
 
 METRICS = ("linear", "knn")
+#: ``eval.dense`` modes: a frozen backbone with a trained head, and the whole network fine-tuned.
+DENSE_MODES = {"frozen": "frozen", "finetune": "fine-tuned"}
+#: Online VO metrics of the table (:meth:`evssl.methods.meta_vo.MetaVO.online_end` keys) and their headers.
+VO_METRICS = {"t_rel": "t_rel (%)", "ate": "ATE (m)", "rpe_trans": "RPE (m/frame)", "abs_rel": "depth abs-rel"}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -49,11 +62,17 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> tuple[float, 
     return mu, sd / math.sqrt(len(d)), len(d)
 
 
-def _final(records: list[dict[str, Any]], name: str) -> dict[int, dict[str, Any]]:
-    """Per seed, the record of ``name`` at its largest step."""
+def _task(record: dict[str, Any]) -> str:
+    return str(record.get("task") or "probe")
+
+
+def _final(records: list[dict[str, Any]], name: str, task: str = "probe") -> dict[int, dict[str, Any]]:
+    """Per seed, the ``task`` record of ``name`` at its largest step."""
     out: dict[int, dict[str, Any]] = {}
     for r in records:
-        if r["name"] == name and (r["seed"] not in out or r["step"] > out[r["seed"]]["step"]):
+        if r["name"] != name or _task(r) != task:
+            continue
+        if r["seed"] not in out or r["step"] > out[r["seed"]]["step"]:
             out[r["seed"]] = r
     return out
 
@@ -78,6 +97,23 @@ def summary_rows(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> l
                     vals, {s: float(r[m]) for s, r in random.items()}
                 )
         item["pretrain_s"] = mean_std([float(r.get("pretrain_s", 0.0)) for r in rec.values()])[0] if rec else math.nan
+        dense, dense_random = _final(records, row["name"], "dense"), _final(records, "random", "dense")
+        if dense:
+            item["dense_seeds"] = sorted(dense)
+            for mode in DENSE_MODES:
+                vals = {s: float(r[f"dense_{mode}"]) for s, r in dense.items() if f"dense_{mode}" in r}
+                item[f"dense_{mode}_mean"], item[f"dense_{mode}_std"] = mean_std(list(vals.values()))
+                ref = {s: float(r[f"dense_{mode}"]) for s, r in dense_random.items() if f"dense_{mode}" in r}
+                diff = paired_difference(vals, ref) if row["name"] != "random" else (math.nan, math.nan, 0)
+                item[f"dense_{mode}_diff"], item[f"dense_{mode}_diff_se"] = diff[0], diff[1]
+        vo = _final(records, row["name"], "vo")
+        if vo:
+            item["vo_seeds"] = sorted(vo)
+            for m in VO_METRICS:
+                per = {p: {s: float(r.get(f"{p}_{m}", math.nan)) for s, r in vo.items()} for p in ("vo", "vo_noadapt")}
+                for p, vals in per.items():
+                    item[f"{p}_{m}_mean"], item[f"{p}_{m}_std"] = mean_std(list(vals.values()))
+                item[f"vo_{m}_diff"], item[f"vo_{m}_diff_se"], _ = paired_difference(per["vo"], per["vo_noadapt"])
         out.append(item)
     return out
 
@@ -86,6 +122,7 @@ def curve_rows(rows: list[dict[str, Any]], records: list[dict[str, Any]], metric
                ) -> list[dict[str, Any]]:  # fmt: skip
     """Learning curves: ``{"name", "label", "step", "mean", "std", "n"}`` per (row, step); random init at step 0."""
     out = []
+    records = [r for r in records if _task(r) == "probe"]
     for row in rows:
         steps = sorted({r["step"] for r in records if r["name"] == row["name"]})
         for step in steps:
@@ -122,6 +159,47 @@ def to_markdown(summary: list[dict[str, Any]], title: str = "") -> str:
             f" | {_pct(s['knn_mean'], s['knn_std'])} | {_diff(s['knn_diff'], s['knn_diff_se'])}"
             f" | {len(s['seeds'])} | {s['steps'] if s['steps'] is not None else ''} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _num(mu: float, sd: float, sign: bool = False) -> str:
+    return "—" if math.isnan(mu) else (f"{mu:+.3g}" if sign else f"{mu:.3g}") + f" ± {sd:.2g}"
+
+
+def dense_markdown(summary: list[dict[str, Any]], metric: str = "miou") -> str:
+    """The ``eval.dense`` table ("" if no row has one): per mode the test metric (%) mean ± std over seeds and the
+    paired difference to random init ± SE."""
+    rows = [s for s in summary if s.get("dense_seeds") and not s["reason"]]
+    if not rows:
+        return ""
+    modes = [m for m in DENSE_MODES if any(not math.isnan(s[f"dense_{m}_mean"]) for s in rows)]
+    head = " | ".join(f"{DENSE_MODES[m]} {metric} (%) | Δ vs random (± SE)" for m in modes)
+    lines = [f"| dense head | {head} | seeds |", "|---|" + "---|---|" * len(modes) + "---|"]
+    for s in rows:
+        cells = [f"{_pct(s[f'dense_{m}_mean'], s[f'dense_{m}_std'])} | "
+                 f"{_diff(s[f'dense_{m}_diff'], s[f'dense_{m}_diff_se'])}" for m in modes]  # fmt: skip
+        lines.append(f"| {s['label']} | " + " | ".join(cells) + f" | {len(s['dense_seeds'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def vo_markdown(summary: list[dict[str, Any]]) -> str:
+    """The online VO table of the rows that have one ("" if none): per metric mean ± std over seeds with online
+    adaptation and without (the same trained weights), and the paired difference adaptation − none ± SE."""
+    rows = [s for s in summary if s.get("vo_seeds") and not s["reason"]]
+    if not rows:
+        return ""
+    lines = ["| online VO (test sequences) | " + " | ".join(VO_METRICS.values()) + " | seeds |",
+             "|---|" + "---|" * (len(VO_METRICS) + 1)]  # fmt: skip
+    for s in rows:
+        n = len(s["vo_seeds"])
+        for title, p in (("online adaptation", "vo"), ("no adaptation", "vo_noadapt")):
+            if all(math.isnan(s[f"{p}_{m}_mean"]) for m in VO_METRICS):
+                continue
+            cells = [_num(s[f"{p}_{m}_mean"], s[f"{p}_{m}_std"]) for m in VO_METRICS]
+            lines.append(f"| {s['label']}, {title} | " + " | ".join(cells) + f" | {n} |")
+        if not all(math.isnan(s[f"vo_{m}_diff"]) for m in VO_METRICS):
+            cells = [_num(s[f"vo_{m}_diff"], s[f"vo_{m}_diff_se"], sign=True) for m in VO_METRICS]
+            lines.append(f"| {s['label']}, Δ adaptation − none (± SE) | " + " | ".join(cells) + f" | {n} |")
     return "\n".join(lines) + "\n"
 
 

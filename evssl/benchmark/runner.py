@@ -11,9 +11,16 @@ For every seed of :class:`~evssl.benchmark.config.GridConfig`:
   trained on the labels for ``supervised.steps`` (default: the same budget), exported;
 
 then every export is probed the same way (:mod:`evssl.benchmark.evaluate`). Methods that cannot run on the grid
-are rows with the reason (:func:`evssl.benchmark.registry.unavailable_reason`).
+are rows with the reason (:func:`evssl.benchmark.registry.unavailable_reason`). Two further stages where the grid
+asks for them:
 
-Caching: every (method, seed, stage) writes ``<out>/runs/<method>/seed<k>/<stage>.json`` atomically, keyed by a
+* **online VO** — a method whose registry entry has the ``"vo"`` task (meta-VO) saves its whole trained module and
+  runs its online loop on the test sequences, with and without adaptation (:func:`evssl.benchmark.evaluate.online_vo`);
+* **dense head** — with ``eval.dense``, every row's final export is loaded into the dense task's fit config
+  (``pretrained``), trained for ``eval.dense.steps`` with the backbone frozen and/or fine-tuned, and tested.
+
+Caching: every (method, seed, stage) writes ``<out>/runs/<method>/seed<k>/<stage>.json`` (``pretrain``,
+``probe_step<N>``, ``vo_step<N>``, ``dense_<mode>_step<N>``) atomically, keyed by a
 hash of everything that determines it (the resolved fit config, budget, probe protocol); a rerun skips every stage
 whose key matches, so an interrupted benchmark resumes at the first unfinished stage (an interrupted pre-training
 restarts from step 0) and a finished one re-prints its tables instantly. Per-run CSV logs
@@ -63,6 +70,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _accepts(class_path: str, arg: str) -> bool:
+    """Whether the class at ``class_path`` takes an ``arg`` argument (False when it cannot be imported: the
+    config's parse then reports the bad class path)."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return arg in inspect.signature(cls).parameters
 
 
 class ExportAt(Callback):
@@ -197,8 +218,15 @@ class BenchmarkRunner:
         raise FileNotFoundError(f"{self.grid.path}: fit config {config_path} not found")
 
     def fit_config(self, config_path: str, seed: int, overrides: dict[str, Any], backbone_keys: tuple[str, ...],
-                   is_method: bool) -> dict[str, Any]:  # fmt: skip
-        """The method's fit config with the grid's backbone, input, data source and seed forced in."""
+                   is_method: bool, data: str = "events") -> dict[str, Any]:  # fmt: skip
+        """The method's fit config with the grid's backbone, input, data source and seed forced in.
+
+        ``data="events"``: an :class:`~evssl.data.datamodules.EventDataModule` reads the grid's source.
+        ``data="sequences"``: a :class:`~evssl.data.sequences.VODataModule` trains on the source's sequences with
+        the grid's representation as input (``input: events``); its test sequences are the synthetic store of the
+        next seed (other scenes) for a synthetic source, the same store otherwise (override
+        ``data.init_args.test_source`` / ``test_split`` for held-out sequences).
+        """
         import yaml
 
         path = self.resolve(config_path)
@@ -213,40 +241,75 @@ class BenchmarkRunner:
         for key in backbone_keys:
             set_dotted(cfg, key, self.grid.backbone)
         d = self.grid.data
-        set_dotted(cfg, "data.init_args.source", self.grid.source)
-        set_dotted(cfg, "data.init_args.synthetic_size", str(d.get("synthetic_size", "tiny")))
+        size = str(d.get("synthetic_size", "tiny"))
+        if data == "events":
+            set_dotted(cfg, "data.init_args.source", self.grid.source)
+            set_dotted(cfg, "data.init_args.synthetic_size", size)
+            set_dotted(cfg, "data.init_args.persistent_workers", False)
+        elif data == "sequences":
+            # "synthetic:<size>:default" reads the store of the data module's seed (training: the grid's store)
+            # and of seed + 1 (test: other scenes)
+            source = f"synthetic:{size}:default" if self.grid.source == "synthetic" else self.grid.source
+            set_dotted(cfg, "data.init_args.train_source", source)
+            set_dotted(cfg, "data.init_args.test_source", source)
+            set_dotted(cfg, "data.init_args.input", "events")
+        else:
+            raise ValueError(f"{self.grid.path}: registry data kind {data!r} is not 'events' or 'sequences'")
         set_dotted(cfg, "data.init_args.seed", int(d.get("seed", 0)))
         set_dotted(cfg, "data.init_args.representation", self.grid.representation)
         set_dotted(cfg, "data.init_args.num_workers", 0)
-        set_dotted(cfg, "data.init_args.persistent_workers", False)
         for k, v in d.items():  # other data keys (e.g. val_split: null for a store without one) go to every run
             if k not in ("source", "synthetic_size", "seed"):
                 set_dotted(cfg, f"data.init_args.{k}", v)
-        if is_method:
+        if is_method and _accepts(str(cfg.get("model", {}).get("class_path", "")), "probe"):
             set_dotted(cfg, "model.init_args.probe", {"enabled": False})  # the benchmark probes offline
         for key, value in overrides.items():
             set_dotted(cfg, key, value)
         return cfg
 
-    # -------------------------------------------------------------------------------------------------- runs
-    def _train(self, cfg: dict[str, Any], run_dir: Path, steps: int, export_steps: list[int], with_zero: bool
-               ) -> dict[str, Any]:  # fmt: skip
+    def row_config(self, row: dict[str, Any], seed: int) -> dict[str, Any]:
+        """The resolved fit config of a method or supervised row of :meth:`plan` on ``seed`` (what :meth:`run`
+        trains and what its cache key hashes)."""
+        is_method = row["kind"] == "method"
+        keys = row["entry"].backbone_keys if is_method else ("model.init_args.backbone",)
+        data = row["entry"].data if is_method else "events"
+        return self.fit_config(row["config"], seed, row["overrides"], keys, is_method, data)
+
+    @staticmethod
+    def build(cfg: dict[str, Any], run_dir: Path) -> Any:
+        """Parse and instantiate a resolved fit config (model + data module) the way its training run does, writing
+        it to ``run_dir/config.yaml``; nothing is trained. Returns the :class:`~evssl.cli_lightning.EvsslCLI`."""
         import yaml
-        from lightning.pytorch import Trainer
 
         from evssl.cli_lightning import EvsslCLI
 
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cli = EvsslCLI(args=["--config", str(cfg_path)], run=False)
+        return EvsslCLI(args=["--config", str(cfg_path)], run=False)
+
+    def random_backbone_config(self) -> dict[str, Any]:
+        """The random-init row's backbone config: the grid's backbone with the input's channel count."""
+        cfg = copy.deepcopy(self.grid.backbone)
+        cfg["init_args"]["in_chans"] = self.in_channels()
+        return cfg
+
+    # -------------------------------------------------------------------------------------------------- runs
+    def _train(self, cfg: dict[str, Any], run_dir: Path, steps: int, export_steps: list[int], with_zero: bool,
+               pretraining: bool = True, save_model: bool = False, test: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Train ``cfg`` for ``steps`` optimizer steps, exporting the backbone at ``export_steps``; ``save_model``
+        also saves the whole module's state at the last step (``model_step<N>.pt``, for the VO stage); ``test``
+        then runs the data module's test split (``"test"``: the logged test metrics)."""
+        from lightning.pytorch import Trainer
+
+        cli = self.build(cfg, run_dir)
         export = ExportAt(export_steps, run_dir, with_zero)
         trainer_kw = {"accelerator": "cpu", "devices": 1, **self.grid.trainer}
         trainer = Trainer(
             max_steps=steps,
             max_epochs=-1,
             logger=self._loggers(run_dir),
-            callbacks=[export, *self._extra_callbacks(cfg)],
+            callbacks=[export, *(self._diagnostics() if pretraining else [])],
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -260,8 +323,16 @@ class BenchmarkRunner:
         missing = [s for s in export_steps if s not in export.written]
         if missing:
             raise RuntimeError(f"{run_dir}: training stopped at step {trainer.global_step} before {missing}")
-        return {"wall_s": time.time() - t0, "exports": {str(k): v for k, v in export.written.items()},
-                "global_step": int(trainer.global_step)}  # fmt: skip
+        out = {"wall_s": time.time() - t0, "exports": {str(k): v for k, v in export.written.items()},
+               "global_step": int(trainer.global_step)}  # fmt: skip
+        if test:
+            (metrics,) = trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+            out["test"] = {k: float(v) for k, v in metrics.items()}
+        if save_model:
+            path = run_dir / f"model_step{steps}.pt"
+            torch.save({k: v.detach().cpu() for k, v in cli.model.state_dict().items()}, path)
+            out["model"] = str(path)
+        return out
 
     def _loggers(self, run_dir: Path) -> list[Any]:
         """CSV log in the run folder; with ``wandb: true`` in the grid also a W&B run (offline unless
@@ -276,10 +347,9 @@ class BenchmarkRunner:
             loggers.append(WandbLogger(save_dir=str(run_dir), project="evssl-benchmark", name=name))
         return loggers
 
-    def _extra_callbacks(self, cfg: dict[str, Any]) -> list[Any]:
-        """:class:`~evssl.callbacks.diagnostics.PretrainDiagnostics` on pre-training runs with ``diagnostics``."""
-        is_method = "probe" in (cfg.get("model", {}).get("init_args") or {})
-        if self.grid.diagnostics is None or not is_method:
+    def _diagnostics(self) -> list[Any]:
+        """:class:`~evssl.callbacks.diagnostics.PretrainDiagnostics` for a pre-training run, with ``diagnostics``."""
+        if self.grid.diagnostics is None:
             return []
         from evssl.callbacks.diagnostics import PretrainDiagnostics
 
@@ -291,8 +361,7 @@ class BenchmarkRunner:
         from evssl.export import export_backbone
 
         seed_everything(seed, workers=True)
-        cfg = copy.deepcopy(self.grid.backbone)
-        cfg["init_args"]["in_chans"] = self.in_channels()
+        cfg = self.random_backbone_config()
         backbone = self._instantiate(cfg, torch.nn.Module)
         path = run_dir / "backbone_step0.pt"
         export_backbone(None, path, module=_BackboneHolder(backbone, cfg))  # type: ignore[arg-type]
@@ -308,6 +377,50 @@ class BenchmarkRunner:
             path, tr, te, classes, ev.windows, ev.bn_reestimate_batches, ev.l2, ev.knn_k, ev.knn_temperature
         )
         return {**res.as_dict(), "wall_s": time.time() - t0}
+
+    def dense_config(self, export: str | None, seed: int, mode: str) -> dict[str, Any]:
+        """The ``eval.dense`` fit config on ``export`` (a backbone file; None = random init) in ``mode``."""
+        spec = self.grid.eval.dense
+        if spec is None:
+            raise ValueError(f"{self.grid.path}: no eval.dense")
+        cfg = self.fit_config(spec.config, seed, spec.overrides, ("model.init_args.backbone",), False)
+        set_dotted(cfg, "model.init_args.pretrained", None if export is None else str(Path(export).resolve()))
+        set_dotted(cfg, "model.init_args.freeze_backbone", mode == "frozen")
+        return cfg
+
+    def _dense(self, export: str, seed: int, mode: str, run_dir: Path) -> dict[str, Any]:
+        """``eval.dense``: the dense task trained for its steps on the export (frozen or fine-tuned), then tested."""
+        spec = self.grid.eval.dense
+        assert spec is not None
+        cfg = self.dense_config(export, seed, mode)
+        res = self._train(cfg, run_dir, spec.steps, [], False, pretraining=False, test=True)
+        key = f"test/{spec.metric}"
+        if key not in res["test"]:
+            raise KeyError(f"{self.grid.path}: eval.dense: {spec.config} logs no {key} (got {sorted(res['test'])})")
+        return {f"dense_{mode}": res["test"][key], "wall_s": res["wall_s"], "test": res["test"]}
+
+    def _vo(self, cfg: dict[str, Any], run_dir: Path, model_path: str, seed: int) -> dict[str, Any]:
+        """Online VO metrics of the trained model (``vo_<metric>``) and, with ``eval.vo_control``, of the same
+        weights without adaptation (``vo_noadapt_<metric>``) on the data module's test sequences (CPU)."""
+        from lightning.pytorch import seed_everything
+
+        from evssl.benchmark.evaluate import online_vo
+
+        t0 = time.time()
+        cli = self.build(cfg, run_dir)
+        model = cli.model.cpu()
+        model.load_state_dict(torch.load(model_path, map_location="cpu"))
+        dm = cli.datamodule
+        dm.prepare_data()
+        dm.setup("test")
+        test = dm.datasets["test"]
+        out: dict[str, Any] = {"vo_windows": len(test)}
+        variants = [("vo", True)] + ([("vo_noadapt", False)] if self.grid.eval.vo_control else [])
+        for prefix, adapt in variants:
+            seed_everything(seed, workers=True)
+            out.update({f"{prefix}_{k}": v for k, v in online_vo(model, test, adapt).items()})
+        out["wall_s"] = time.time() - t0
+        return out
 
     # ------------------------------------------------------------------------------------------------ the grid
     def plan(self) -> list[dict[str, Any]]:
@@ -329,6 +442,51 @@ class BenchmarkRunner:
                          "steps": g.supervised.steps or g.steps, "reason": None})  # fmt: skip
         return rows
 
+    @staticmethod
+    def _has_vo(row: dict[str, Any]) -> bool:
+        return row["kind"] == "method" and "vo" in row["entry"].tasks
+
+    def _failed(self, row: dict[str, Any], seed: int, err: Exception, run_dir: Path, stage: str = "") -> None:
+        """Record why ``row`` failed (its first root-cause line) as its reason, or re-raise without keep_going."""
+        if not self.keep_going:
+            raise err
+        root: BaseException = err
+        while root.__cause__ is not None or root.__context__ is not None:
+            root = root.__cause__ or root.__context__  # type: ignore[assignment]
+        msg = (str(root).splitlines() or [""])[0][:200]
+        where = f" ({stage})" if stage else ""
+        row["reason"] = f"failed on seed {seed}{where}: {type(root).__name__}: {msg}"
+        self.log(f"evssl benchmark: {row['name']} seed {seed} failed ({row['reason']}); see {run_dir}")
+
+    def _dense_stages(self, r: dict[str, Any], seed: int, run_dir: Path, key: str, pre: dict[str, Any],
+                      records: list[dict[str, Any]], bar: Any) -> bool:  # fmt: skip
+        """The ``eval.dense`` stages of one (row, seed) on its final export (``dense_<mode>_step<N>.json``);
+        False when one failed (the row's reason says why)."""
+        spec = self.grid.eval.dense
+        if spec is None:
+            return True
+        step = max(int(s) for s in pre["exports"])
+        res_all: dict[str, Any] = {}
+        for i, mode in enumerate(spec.modes):
+            bar.set_postfix_str(f"{r['name']} seed {seed}: dense {mode}")
+            stage_path = run_dir / f"dense_{mode}_step{step}.json"
+            dkey = _hash({"pre": key, "dense": asdict(spec), "mode": mode, "step": step})
+            res = _read_json(stage_path)
+            if res is None or res.get("key") != dkey:
+                try:
+                    res = self._dense(pre["exports"][str(step)], seed, mode, run_dir / f"dense_{mode}")
+                except Exception as err:
+                    self._failed(r, seed, err, run_dir / f"dense_{mode}", f"dense {mode}")
+                    bar.update(len(spec.modes) - i)
+                    return False
+                res["key"] = dkey
+                _write_json(stage_path, res)
+            res_all[f"dense_{mode}"] = res[f"dense_{mode}"]
+            bar.update(1)
+        records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "dense", "seed": seed,
+                        "step": step, "pretrain_s": pre["wall_s"], **res_all})  # fmt: skip
+        return True
+
     def run(self) -> dict[str, Any]:
         """Run every stage not in the cache; returns ``{"rows": plan, "records": [...], "wall_s"}``."""
         from tqdm import tqdm
@@ -346,43 +504,44 @@ class BenchmarkRunner:
                 if r["kind"] == "method" and r["steps"] != g.steps:  # pragma: no cover - one budget per grid
                     raise ValueError(f"{g.path}: every method runs pretrain.steps={g.steps}")
                 jobs.append((r, seed, points))
-        total = sum(1 + len(p) for _, _, p in jobs)
+
+        dense_modes = list(g.eval.dense.modes) if g.eval.dense is not None else []
+
+        def stages(r: dict[str, Any], points: list[int]) -> int:
+            return 1 + len(points) + int(self._has_vo(r)) + len(dense_modes)
+
+        total = sum(stages(r, p) for r, _, p in jobs)
         t0 = time.time()
         records: list[dict[str, Any]] = []
-        eval_key = asdict(g.eval) | {"data": g.data, "representation": g.representation}
+        probe_eval = {k: v for k, v in asdict(g.eval).items() if k not in ("vo_control", "dense")}
+        eval_key = probe_eval | {"data": g.data, "representation": g.representation}
         with tqdm(total=total, desc=f"benchmark {g.name}", unit="stage", disable=not self.progress,
                   dynamic_ncols=True) as bar:  # fmt: skip
             for r, seed, points in jobs:
                 if r["reason"] is not None:  # failed on an earlier seed
-                    bar.update(1 + len(points))
+                    bar.update(stages(r, points))
                     continue
                 run_dir = self.root / "runs" / r["name"] / f"seed{seed}"
                 if r["kind"] == RANDOM:
                     cfg = {"backbone": g.backbone, "in_chans": self.in_channels(), "seed": seed}
                 else:
-                    is_method = r["kind"] == "method"
-                    keys = r["entry"].backbone_keys if is_method else ("model.init_args.backbone",)
-                    cfg = self.fit_config(r["config"], seed, r["overrides"], keys, is_method)
-                key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics})
+                    cfg = self.row_config(r, seed)
+                vo = self._has_vo(r)
+                key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics}
+                            | ({"model": True} if vo else {}))  # fmt: skip
                 bar.set_postfix_str(f"{r['name']} seed {seed}: pre-train")
                 pre_path = run_dir / "pretrain.json"
                 pre = _read_json(pre_path)
-                if pre is None or pre.get("key") != key or not all(Path(p).is_file() for p in pre["exports"].values()):
+                files = [*pre["exports"].values(), *([pre.get("model", "")] if vo else [])] if pre else []
+                if pre is None or pre.get("key") != key or not all(Path(p).is_file() for p in files):
                     try:
                         if r["kind"] == RANDOM:
                             pre = self._random_export(seed, run_dir)
                         else:
-                            pre = self._train(cfg, run_dir, int(r["steps"]), points, with_zero=False)
+                            pre = self._train(cfg, run_dir, int(r["steps"]), points, False, r["kind"] == "method", vo)
                     except Exception as err:  # one failing method must not sink the grid: its row says why
-                        if not self.keep_going:
-                            raise
-                        root: BaseException = err
-                        while root.__cause__ is not None or root.__context__ is not None:
-                            root = root.__cause__ or root.__context__  # type: ignore[assignment]
-                        msg = (str(root).splitlines() or [""])[0][:200]
-                        r["reason"] = f"failed on seed {seed}: {type(root).__name__}: {msg}"
-                        self.log(f"evssl benchmark: {r['name']} seed {seed} failed ({r['reason']}); see {run_dir}")
-                        bar.update(1 + len(points))
+                        self._failed(r, seed, err, run_dir)
+                        bar.update(stages(r, points))
                         continue
                     pre["key"] = key
                     _write_json(pre_path, pre)
@@ -396,7 +555,27 @@ class BenchmarkRunner:
                         res = self._probe(pre["exports"][str(step)])
                         res["key"] = pkey
                         _write_json(stage_path, res)
-                    records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "seed": seed,
-                                    "step": step, "pretrain_s": pre["wall_s"], **res})  # fmt: skip
+                    records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "probe",
+                                    "seed": seed, "step": step, "pretrain_s": pre["wall_s"], **res})  # fmt: skip
+                    bar.update(1)
+                if not self._dense_stages(r, seed, run_dir, key, pre, records, bar):
+                    bar.update(int(vo))
+                    continue
+                if vo:
+                    bar.set_postfix_str(f"{r['name']} seed {seed}: online VO")
+                    stage_path = run_dir / f"vo_step{r['steps']}.json"
+                    vkey = _hash({"pre": key, "control": g.eval.vo_control})
+                    res = _read_json(stage_path)
+                    if res is None or res.get("key") != vkey:
+                        try:
+                            res = self._vo(cfg, run_dir, pre["model"], seed)
+                        except Exception as err:
+                            self._failed(r, seed, err, run_dir, "online VO")
+                            bar.update(1)
+                            continue
+                        res["key"] = vkey
+                        _write_json(stage_path, res)
+                    records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "vo",
+                                    "seed": seed, "step": r["steps"], "pretrain_s": pre["wall_s"], **res})  # fmt: skip
                     bar.update(1)
         return {"rows": rows, "records": records, "wall_s": time.time() - t0}

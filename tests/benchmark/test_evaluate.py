@@ -93,3 +93,35 @@ def test_summary_and_markdown_rows() -> None:
     md = to_markdown(s)
     assert "| M | 55.0 ± 7.1 | +25.0 ± 5.0 |" in md
     assert "| X | not run: needs frames |" in md
+
+
+def test_vo_and_dense_summaries_by_hand() -> None:
+    from evssl.benchmark.report import dense_markdown, vo_markdown
+
+    rows = [{"name": "random", "label": "random init", "reason": None}, {"name": "vo", "label": "VO", "reason": None}]
+    vo = {"vo_t_rel": 50.0, "vo_ate": 0.2, "vo_rpe_trans": 0.1, "vo_abs_rel": 0.3}
+    rec = [
+        {"name": "random", "seed": 0, "step": 0, "linear": 0.2, "knn": 0.1},
+        {"name": "random", "task": "dense", "seed": 0, "step": 0, "dense_frozen": 0.10, "dense_finetune": 0.30},
+        {"name": "random", "task": "dense", "seed": 1, "step": 0, "dense_frozen": 0.20, "dense_finetune": 0.30},
+        {"name": "vo", "task": "probe", "seed": 0, "step": 4, "linear": 0.3, "knn": 0.2},
+        {"name": "vo", "task": "dense", "seed": 0, "step": 4, "dense_frozen": 0.20, "dense_finetune": 0.40},
+        {"name": "vo", "task": "dense", "seed": 1, "step": 4, "dense_frozen": 0.40, "dense_finetune": 0.40},
+        {"name": "vo", "task": "vo", "seed": 0, "step": 4, **vo, "vo_noadapt_ate": 0.25, "vo_noadapt_t_rel": 60.0},
+        {"name": "vo", "task": "vo", "seed": 1, "step": 4, **{**vo, "vo_ate": 0.4}, "vo_noadapt_ate": 0.25},
+    ]
+    s = {r["name"]: r for r in summary_rows(rows, rec)}
+    assert s["vo"]["linear_mean"] == pytest.approx(0.3)  # the VO / dense records do not enter the probe columns
+    assert s["vo"]["vo_ate_mean"] == pytest.approx(0.3) and s["vo"]["vo_noadapt_ate_mean"] == pytest.approx(0.25)
+    assert s["vo"]["vo_ate_diff"] == pytest.approx(0.05) and s["vo"]["vo_ate_diff_se"] == pytest.approx(0.1)
+    assert math.isnan(s["vo"]["vo_noadapt_t_rel_mean"])  # seed 1 has no value: nan propagates, never dropped
+    # dense: frozen differences to random 0.1, 0.2 -> mean 0.15, se = sd(0.1, 0.2) / sqrt 2 = 0.05
+    assert s["vo"]["dense_frozen_diff"] == pytest.approx(0.15)
+    assert s["vo"]["dense_frozen_diff_se"] == pytest.approx(0.05)
+    assert math.isnan(s["random"]["dense_frozen_diff"]) and "vo_seeds" not in s["random"]
+    md = vo_markdown(list(s.values()))
+    assert "| VO, online adaptation | 50 ± 0 | 0.3 ± 0.14 | 0.1 ± 0 | 0.3 ± 0 | 2 |" in md
+    assert "| VO, Δ adaptation − none (± SE) | — | +0.05 ± 0.1 |" in md
+    dm = dense_markdown(list(s.values()))
+    assert "| VO | 30.0 ± 14.1 | +15.0 ± 5.0 | 40.0 ± 0.0 | +10.0 ± 0.0 | 2 |" in dm
+    assert "| random init | 15.0 ± 7.1 | — |" in dm

@@ -94,6 +94,44 @@ def test_registry_reasons() -> None:
     assert "no frames" in unavailable_reason(METHODS["ecdp"], "VisionTransformer", set())
     assert unavailable_reason(METHODS["ecdp"], "VisionTransformer", {"frames"}) is None
     assert unavailable_reason(METHODS["brave"], "ResNet", set()) is None
-    assert "evaluated elsewhere" in unavailable_reason(
-        MethodEntry("vo", "evssl.methods.brave", "X", "x.yaml", evaluation="none"), "ResNet", set()
-    )
+    # meta-VO: sequences with frames and poses, a ResNet encoder
+    assert unavailable_reason(METHODS["meta_vo"], "ResNet", {"labels"}) == "the data source has no frames, poses"
+    assert "evssl ResNet" in unavailable_reason(METHODS["meta_vo"], "VisionTransformer", {"frames", "poses"})
+    assert unavailable_reason(METHODS["meta_vo"], "ResNet", {"frames", "poses", "labels"}) is None
+
+
+def test_meta_vo_row_reports_online_vo_metrics(tmp_path: Path) -> None:
+    """meta-VO pre-trains on the tiny store's sequences for the grid's budget, is probed like every row, then runs
+    its online loop on the test sequences with and without adaptation; the VO table has finite metrics."""
+    import math
+
+    import yaml
+
+    from evssl.benchmark.main import write_outputs
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw.update(name="vo", supervised=False, pretrain={"steps": 2, "checkpoints": [1, 2]})
+    raw["methods"] = [{"name": "meta_vo", "overrides": {
+        "data.init_args.test_source": "synthetic:tiny:default:0",  # the grid's store (no second store to simulate)
+        "data.init_args.max_test_windows": 3, "data.init_args.batch_size": 1,
+        "data.init_args.snippets_per_sequence": 1}}]  # fmt: skip
+    path = tmp_path / "vo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    grid = load_grid(path, tmp_path / "out")
+    result = BenchmarkRunner(grid, progress=False, keep_going=False).run()
+    vo = [r for r in result["records"] if r.get("task") == "vo"]
+    assert [(r["name"], r["step"]) for r in vo] == [("meta_vo", 2)]
+    assert vo[0]["vo_windows"] == 4 * 3  # the tiny store's 4 sequences x max_test_windows
+    for key in ("vo_ate", "vo_rpe_trans", "vo_abs_rel", "vo_noadapt_ate", "vo_noadapt_rpe_trans", "vo_noadapt_abs_rel"):
+        assert math.isfinite(vo[0][key]) and vo[0][key] >= 0.0, key
+    assert vo[0]["vo_photometric"] != vo[0]["vo_noadapt_photometric"]  # adaptation changed the predictions
+    probes = [r for r in result["records"] if r["name"] == "meta_vo" and r["task"] == "probe"]
+    assert sorted(r["step"] for r in probes) == [1, 2]  # its backbone is probed like every other row
+    md = write_outputs(grid, result)["results.md"].read_text()
+    vo_rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| meta-VO,")}
+    assert set(vo_rows) == {"meta-VO, online adaptation", "meta-VO, no adaptation",
+                            "meta-VO, Δ adaptation − none (± SE)"}  # fmt: skip
+    assert re.search(r"\| \d+\.\d+(e-\d+)? ± 0 \|", vo_rows["meta-VO, online adaptation"])
+    with open(tmp_path / "out" / "results.csv") as f:
+        table = {r["name"]: r for r in csv.DictReader(f)}
+    assert math.isfinite(float(table["meta_vo"]["vo_ate_mean"])) and table["random"]["vo_ate_mean"] == ""
