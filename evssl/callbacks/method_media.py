@@ -1,7 +1,9 @@
 """Pictures of what the pre-training methods see (logged to W&B / TensorBoard by :func:`log_images`).
 
 * :func:`log_ecdp_views`: ECDP's two masked views (kept patches bright);
-* :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop.
+* :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop;
+* :func:`evdistill_media`: EvDistill's crafted pairs and predictions (drawn by
+  :class:`~evssl.callbacks.evdistill_media.EvDistillImageLogger`).
 
 The methods call these from their first training batch of every n-th epoch (``log_views_every_n_epochs`` /
 ``log_contexts_every_n_epochs``); each is a no-op without a logger and on non-zero ranks.
@@ -13,14 +15,16 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from evssl.callbacks.dense_media import context_overlay, side_by_side
 from evssl.callbacks.media import log_images, signed_to_rgb, tensor_to_rgb
+from evssl.nn.generators import frame01
 from evssl.nn.masking import keep_mask
 
-__all__ = ["log_ecddp_contexts", "log_ecdp_views", "masked_view_picture", "should_log_pictures"]
+__all__ = ["evdistill_media", "log_ecddp_contexts", "log_ecdp_views", "masked_view_picture", "should_log_pictures"]
 
 
 def should_log_pictures(module: LightningModule, every_n_epochs: int) -> bool:
@@ -79,3 +83,18 @@ def log_ecddp_contexts(
         images.append(side_by_side([ev, *overlays]))
         captions.append(f"sample {i}: events | K-means contexts | global crop 1 with transported contexts")
     log_images(module.trainer, "train/ecddp_contexts", images, captions=captions)
+
+
+@torch.no_grad()
+def evdistill_media(module: Any, batch: dict[str, Any], num: int = 4) -> dict[str, Tensor]:
+    """CPU tensors of the first ``num`` samples of an EvDistill batch: ``events``, ``e2i``, ``i2e``, ``frame``,
+    ``teacher``, ``student`` (predicted labels or class ids) and ``label`` (when present)."""
+    x_e = batch["input"][:num].float()
+    x_a = frame01(batch["frame"][:num])
+    e2i, i2e = module.crafted_pairs(x_e, x_a)
+    out = {"events": x_e, "e2i": e2i, "i2e": i2e, "frame": x_a,
+           "teacher": module.teacher(x_a).argmax(1), "student": module.student(x_e).argmax(1)}  # fmt: skip
+    key = "semantic" if module.task == "segmentation" else "label"
+    if key in batch:
+        out["label"] = batch[key][:num]
+    return {k: v.detach().cpu() for k, v in out.items()}
