@@ -79,13 +79,13 @@ from evssl.data.views.evdistill import CrossModalPairs
 from evssl.events.representations import Histogram
 from evssl.methods.evdistill import (
     BMRConfig,
-    ConfusionMatrixMetrics,
     EvDistill,
     EvDistillTeacher,
     HeadConfig,
     KDConfig,
     LossConfig,
 )
+from evssl.metrics.segmentation import ConfusionMatrixMetrics
 from evssl.nn.backbones import BasicBlock, ResNet
 
 ROWS = ("no_kd", "logit", "dist", "affinity", "all", "bmr_off")
@@ -154,7 +154,7 @@ def student_config(row: str, steps_kd: KDConfig) -> dict[str, Any]:
     if row == "bmr_off":
         return {"kd": steps_kd, "bmr": BMRConfig(enabled=False)}
     if row == "upper":
-        return {"kd": replace(steps_kd, **zero), "use_event_labels": True, "loss": LossConfig(ce_weight=0.0)}
+        return {"kd": replace(steps_kd, **zero), "loss": LossConfig(ce_weight=0.0, use_event_labels=True)}
     raise ValueError(f"unknown row {row!r}")
 
 

@@ -131,7 +131,10 @@ def _accepted_arguments(model_class: type) -> set[str]:
         if cls is LightningModule or not issubclass(cls, LightningModule):
             break
         if "__init__" in cls.__dict__:
-            accepted |= set(inspect.signature(cls.__init__).parameters)
+            params = inspect.signature(cls.__init__).parameters
+            accepted |= set(params)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+                break  # the bases' arguments reach the class only through its own ``**kwargs``
     return accepted
 
 

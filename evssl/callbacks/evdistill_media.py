@@ -1,7 +1,7 @@
 """EvDistill pictures for W&B: event input | E2I image | frame | I2E events | teacher | student | label.
 
 Each validation epoch (every ``every_n_epochs``), the first validation batch goes through
-:meth:`evssl.methods.evdistill.EvDistill.media` and one row per sample is logged under ``val/evdistill``:
+:func:`evssl.callbacks.method_media.evdistill_media` and one row per sample is logged under ``val/evdistill``:
 the student's event input (signed red/blue), the E2I reconstruction the teacher reads, the frame, the I2E
 reconstruction the student reads (from that frame), the teacher's prediction on the frame, the student's prediction
 on the events, and the label map — predictions and labels in the label palette. Recognition runs caption the
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from evssl.callbacks.dense_media import label_to_rgb, side_by_side
 from evssl.callbacks.media import log_images, tensor_to_rgb
+from evssl.callbacks.method_media import evdistill_media
 
 __all__ = ["EvDistillImageLogger", "evdistill_rows"]
 
@@ -28,7 +29,8 @@ def _image(x: Tensor) -> np.ndarray:
 
 
 def evdistill_rows(media: dict[str, Tensor], num_classes: int, ignore_index: int = 255) -> tuple[list, list[str]]:
-    """One side-by-side picture per sample from :meth:`EvDistill.media` tensors, and their captions."""
+    """One side-by-side picture per sample from :func:`~evssl.callbacks.method_media.evdistill_media` tensors, and
+    their captions."""
     rows, captions = [], []
     for i in range(media["events"].shape[0]):
         parts = [tensor_to_rgb(media["events"][i]), _image(media["e2i"][i]), _image(media["frame"][i]),
@@ -68,10 +70,10 @@ class EvDistillImageLogger(Callback):
     ) -> None:  # fmt: skip
         if batch_idx != 0 or trainer.sanity_checking or not trainer.loggers or not trainer.is_global_zero:
             return
-        if trainer.current_epoch % self.every_n_epochs or not hasattr(pl_module, "media"):
+        if trainer.current_epoch % self.every_n_epochs or not hasattr(pl_module, "crafted_pairs"):
             return
         if not isinstance(batch, dict) or "frame" not in batch or "input" not in batch:
             return
-        media = pl_module.media(batch, self.num_samples)  # type: ignore[operator]
+        media = evdistill_media(pl_module, batch, self.num_samples)
         rows, captions = evdistill_rows(media, int(pl_module.n_classes), int(pl_module.ignore_index))
         log_images(trainer, "val/evdistill", rows, captions=captions)

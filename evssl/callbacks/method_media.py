@@ -2,7 +2,9 @@
 
 * :func:`log_ecdp_views`: ECDP's two masked views (kept patches bright);
 * :func:`log_ecddp_contexts`: ECDDP's K-means contexts on the full view and transported into a global crop (composed
-  by :func:`ecddp_context_pictures`).
+  by :func:`ecddp_context_pictures`);
+* :func:`evdistill_media`: EvDistill's crafted pairs and predictions (drawn by
+  :class:`~evssl.callbacks.evdistill_media.EvDistillImageLogger`).
 
 The methods call these from their first training batch of every n-th epoch (ECDP ``log_views_every_n_epochs``, ECDDP
 ``context.log_every_n_epochs``) when :func:`should_log_pictures` allows it (a logger, rank 0).
@@ -14,15 +16,18 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from evssl.callbacks.dense_media import context_overlay, side_by_side
 from evssl.callbacks.media import log_images, signed_to_rgb, tensor_to_rgb
+from evssl.nn.generators import frame01
 from evssl.nn.masking import keep_mask
 
 __all__ = [
     "ecddp_context_pictures",
+    "evdistill_media",
     "log_ecddp_contexts",
     "log_ecdp_views",
     "masked_view_picture",
@@ -96,3 +101,18 @@ def log_ecddp_contexts(
     """``train/ecddp_contexts``: the pictures of :func:`ecddp_context_pictures`."""
     images, captions = ecddp_context_pictures(views, tgt, num_clusters, num_samples)
     log_images(module.trainer, "train/ecddp_contexts", images, captions=captions)
+
+
+@torch.no_grad()
+def evdistill_media(module: Any, batch: dict[str, Any], num: int = 4) -> dict[str, Tensor]:
+    """CPU tensors of the first ``num`` samples of an EvDistill batch: ``events``, ``e2i``, ``i2e``, ``frame``,
+    ``teacher``, ``student`` (predicted labels or class ids) and ``label`` (when present)."""
+    x_e = batch["input"][:num].float()
+    x_a = frame01(batch["frame"][:num])
+    e2i, i2e = module.crafted_pairs(x_e, x_a)
+    out = {"events": x_e, "e2i": e2i, "i2e": i2e, "frame": x_a,
+           "teacher": module.teacher(x_a).argmax(1), "student": module.student(x_e).argmax(1)}  # fmt: skip
+    key = "semantic" if module.task == "segmentation" else "label"
+    if key in batch:
+        out["label"] = batch[key][:num]
+    return {k: v.detach().cpu() for k, v in out.items()}

@@ -18,5 +18,6 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         continue
     _module = importlib.import_module(f"{__name__}.{_info.name}")
     for _name in getattr(_module, "__all__", ()):
-        globals()[_name] = getattr(_module, _name)
-        __all__.append(_name)
+        if _name not in __all__:  # a name re-exported by a sibling module (EvDistill's teacher and options)
+            globals()[_name] = getattr(_module, _name)
+            __all__.append(_name)

@@ -11,6 +11,9 @@ x 2), then a 1x1 output conv and an output map that fixes the value range of the
 * ``"none"`` -> unbounded.
 
 Inputs whose size is not a multiple of ``2**depth`` are padded (replicate) and the output cropped back.
+
+:func:`naive_e2i` / :func:`naive_i2e` are the fixed maps that replace both generators in EvDistill's "BMR off"
+ablation; :func:`frame01` reads frames as the generators and the teacher see them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["OutputActivation", "UNetGenerator", "apply_output_activation"]
+__all__ = ["OutputActivation", "UNetGenerator", "apply_output_activation", "frame01", "naive_e2i", "naive_i2e"]
 
 OutputActivation = Literal["sigmoid", "tanh", "softplus", "relu", "none"]
 
@@ -103,3 +106,20 @@ class UNetGenerator(nn.Module):
             x = block(torch.cat([x, skip], dim=1))
         out = apply_output_activation(self.head(x), self.activation, self.scale)
         return out[..., :h, :w]
+
+
+def frame01(frame: Tensor) -> Tensor:
+    """uint8 frames (B, 3, H, W) -> float in [0, 1] (the official EvDistill loader: ``ToTensor``, no mean/std)."""
+    return frame.float() / 255.0 if not frame.is_floating_point() else frame.float()
+
+
+def naive_e2i(x_e: Tensor) -> Tensor:
+    r"""Fixed "BMR off" E2I: :math:`\sum_c |x_{e,c}|` scaled to [0, 1] per sample (by its maximum), as 3 channels."""
+    m = x_e.abs().sum(1, keepdim=True)
+    m = m / m.flatten(1).amax(1).clamp_min(1e-6)[:, None, None, None]
+    return m.expand(-1, 3, -1, -1)
+
+
+def naive_i2e(x_a: Tensor, channels: int) -> Tensor:
+    r"""Fixed "BMR off" I2E: the grey frame :math:`\bar x_a` (mean over RGB) repeated over the event channels."""
+    return x_a.mean(1, keepdim=True).expand(-1, channels, -1, -1)

@@ -9,8 +9,8 @@ prediction is resized (bilinear) to the input size. ``pretrained`` loads any bac
 the input channels differ, e.g. a 6-bin voxel pre-training and a 20-channel stacked-histogram downstream).
 
 * :class:`SemanticSegmentation` — :math:`\mathcal L = \mathrm{CE} + \lambda_{dice}\,\mathcal L_{dice}` (+ an
-  FCN auxiliary head on stage 3, weight 0.4 in ECDDP), ``ignore_index`` 255; metrics mIoU
-  (``MulticlassJaccardIndex``, macro over classes), mean class accuracy and pixel accuracy.
+  FCN auxiliary head on stage 3, weight 0.4 in ECDDP), ``ignore_index`` 255; metrics mIoU (macro over classes),
+  mean class accuracy, pixel accuracy and per-class IoU (:class:`~evssl.metrics.segmentation.EndTaskMetrics`).
 * :class:`OpticalFlow` — L1 / RAFT-style sequence loss :math:`\sum_i \gamma^{n-i}\,\overline{|f_i - f|}`
   (γ = 0.8; one prediction = plain L1); metrics EPE, outlier % (EPE > 3 px **and** > 5 % of :math:`|f|`).
 * :class:`DepthEstimation` — predicts log depth; scale-invariant log loss (Eigen et al. 2014)
@@ -36,9 +36,9 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from torchmetrics.regression import MeanSquaredError
 
+from evssl.metrics.segmentation import EndTaskMetrics
 from evssl.nn.backbones.unet import ConvNormAct, UNetDecoder, UPerHead
 from evssl.nn.vitdet import SimpleFeaturePyramid, ViTPyramidConfig, vit_feature_pyramid
 from evssl.optim import OptimConfig, configure_optimization
@@ -391,9 +391,10 @@ class SemanticSegmentation(DenseTask):
 
     Loss: cross-entropy + ``dice_weight`` x :func:`dice_loss` (ECDDP: 1 and 1), ignoring ``ignore_index``; with
     ``aux_weight > 0`` an FCN head on the third feature map adds ``aux_weight`` x the same loss (ECDDP: 0.4).
-    Metrics (``val/`` and ``test/``): ``miou`` (``MulticlassJaccardIndex``, macro; classes absent from both
-    prediction and target of the whole split are skipped by torchmetrics' ``zero_division`` rule), ``macc`` (mean
-    class accuracy) and ``pixel_acc``.
+    Metrics (``val/`` and ``test/``, once per epoch; :class:`~evssl.metrics.segmentation.EndTaskMetrics` on one
+    confusion matrix): ``miou`` (macro; classes absent from both prediction and target of the whole split are
+    skipped, as the official EvDistill ``evaluate.py`` and torchmetrics' ``MulticlassJaccardIndex``), ``macc`` (mean
+    class accuracy), ``pixel_acc`` and ``iou_<c>``.
 
     Args:
         num_semantic_classes: classes of the label maps (11 for the synthetic sets: background + 10 shapes; 11 for
@@ -435,10 +436,9 @@ class SemanticSegmentation(DenseTask):
             else None
         )
         c = self.num_semantic_classes
-        for stage in ("val", "test"):
-            setattr(self, f"{stage}_miou", MulticlassJaccardIndex(c, ignore_index=ignore_index, average="macro"))
-            setattr(self, f"{stage}_macc", MulticlassAccuracy(c, ignore_index=ignore_index, average="macro"))
-            setattr(self, f"{stage}_pixel_acc", MulticlassAccuracy(c, ignore_index=ignore_index, average="micro"))
+        self.eval_metrics = nn.ModuleDict(
+            {stage: EndTaskMetrics("segmentation", c, self.ignore_index) for stage in ("val", "test")}
+        )
 
     def extra_modules(self) -> list[nn.Module]:
         return [self.aux_head] if self.aux_head is not None else []
@@ -470,17 +470,16 @@ class SemanticSegmentation(DenseTask):
     def update_metrics(self, stage: str, batch: dict[str, Any], out: dict[str, Tensor]) -> None:
         if stage == "train":
             return
-        pred = out["logits"].argmax(dim=1)
-        target = batch[self.target_key].long()
-        for name in ("miou", "macc", "pixel_acc"):
-            getattr(self, f"{stage}_{name}").update(pred, target)
+        self.eval_metrics[stage].update(out["logits"], batch[self.target_key])
 
     def log_metrics(self, stage: str, batch_size: int) -> None:
-        if stage == "train":
-            return
-        for name in ("miou", "macc", "pixel_acc"):
-            self.log(f"{stage}/{name}", getattr(self, f"{stage}_{name}"), on_step=False, on_epoch=True,
-                     prog_bar=name == "miou", batch_size=batch_size)  # fmt: skip
+        """Nothing per step: the confusion-matrix metrics are logged at the epoch's end."""
+
+    def on_validation_epoch_end(self) -> None:
+        self.eval_metrics["val"].log_epoch(self.log, "val/")
+
+    def on_test_epoch_end(self) -> None:
+        self.eval_metrics["test"].log_epoch(self.log, "test/")
 
     def pictures(self, batch: dict[str, Any], out: dict[str, Tensor], i: int) -> list[Any]:
         from evssl.callbacks.dense_media import label_to_rgb

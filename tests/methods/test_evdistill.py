@@ -18,13 +18,12 @@ from evssl.events.representations import Histogram
 from evssl.methods.evdistill import (
     PRESETS,
     BMRConfig,
-    ConfusionMatrixMetrics,
     EvDistill,
+    EvDistillOptim,
     EvDistillTeacher,
     HeadConfig,
     KDConfig,
     LossConfig,
-    iou_from_confusion,
 )
 from evssl.nn.backbones import BasicBlock, ResNet
 from evssl.tasks import SemanticSegmentation
@@ -227,29 +226,38 @@ def test_export_is_the_student_alone_and_loads_into_semantic_segmentation(tmp_pa
     assert torch.equal(seg.backbone.layer4[0].conv1.weight, m.student.backbone.layer4[0].conv1.weight)
 
 
-# ------------------------------------------------------------------------------------------------- metrics
-def test_miou_equals_direct_confusion_matrix() -> None:
-    g = torch.Generator().manual_seed(4)
-    pred = torch.randint(0, 6, (3, 17, 19), generator=g)
-    target = torch.randint(0, 7, (3, 17, 19), generator=g)
-    target[target == 6] = 255
-    target[0, :4] = 255
-    metric = ConfusionMatrixMetrics(6, 255)
-    metric.update(pred[:2], target[:2])
-    metric.update(pred[2:], target[2:])
-    out = metric.compute()
-    keep = target.numpy() != 255
-    lab, prd = target.numpy()[keep], pred.numpy()[keep]
-    hist = np.bincount(lab * 6 + prd, minlength=36).reshape(6, 6)  # the official evaluate.py computation
-    ious = np.diag(hist) / (hist.sum(axis=1) + hist.sum(axis=0) - np.diag(hist))
-    assert out["miou"].item() == pytest.approx(float(np.nanmean(ious)), rel=1e-6)
-    np.testing.assert_allclose(out["iou"].numpy(), ious, rtol=1e-6)
-    assert out["pixel_acc"].item() == pytest.approx(float(np.diag(hist).sum() / hist.sum()), rel=1e-6)
-    cm = torch.tensor([[3, 0, 0], [0, 0, 0], [1, 0, 2]])  # class 1 absent from targets and predictions: NaN
-    iou, miou, _ = iou_from_confusion(cm)
-    assert torch.isnan(iou[1]) and miou.item() == pytest.approx((3 / 4 + 2 / 3) / 2)
+def test_event_labels_and_head_lr_scale_live_in_their_option_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    import evssl.methods.evdistill_teacher as teacher_module
+
+    m = method(loss=LossConfig(use_event_labels=True), optim=EvDistillOptim(head_lr_scale=10.0))
+    scales = {g["name"]: g.get("lr_scale", 1.0) for g in m.learnable_params()}
+    assert scales["student_head"] == 10.0 and scales["backbone"] == 1.0
+    teacher = EvDistillTeacher(enc(3), num_semantic_classes=11, head=HEAD, optim=EvDistillOptim(head_lr_scale=10.0))
+    monkeypatch.setattr(teacher_module, "configure_optimization", lambda module, groups, optim: groups)
+    scales = {g["name"]: g.get("lr_scale", 1.0) for g in teacher.configure_optimizers()}
+    assert scales == {"backbone": 1.0, "head": 10.0}
+    paired = next(iter(_loader(datamodule("paired", use_event_labels=True))))
+    assert "ce_events" in m.ssl_step(paired, 0).logs
+    with pytest.raises(KeyError, match="use_event_labels"):
+        m.ssl_step(next(iter(_loader(datamodule()))), 0)
 
 
+def test_media_tensors_and_picture_rows() -> None:
+    from evssl.callbacks.evdistill_media import evdistill_rows
+    from evssl.callbacks.method_media import evdistill_media
+
+    m = method().eval()
+    dm = datamodule()
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    media = evdistill_media(m, dm._transform(False)(batch), num=2)
+    assert set(media) == {"events", "e2i", "i2e", "frame", "teacher", "student", "label"}
+    assert media["e2i"].shape[:2] == (2, 3) and media["i2e"].shape[:2] == (2, 2) and media["student"].ndim == 3
+    rows, captions = evdistill_rows(media, 11)
+    assert len(rows) == 2 and rows[0].dtype == np.uint8 and captions[0].endswith("label")
+
+
+# ------------------------------------------------------------------------------------------------- recognition
 def test_recognition_step_and_metrics() -> None:
     m = EvDistill(enc(2), enc(3), task="recognition", num_classes=10, head=HEAD, preset="small",
                   bmr=BMRConfig(width=4, depth=1), kd=KDConfig(dist_stage="aspp", affinity_stage="aspp"))  # fmt: skip

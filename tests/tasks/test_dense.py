@@ -40,9 +40,10 @@ def test_miou_on_hand_computed_maps() -> None:
     logits = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float() * 10
     task.update_metrics("val", {"semantic": target}, {"logits": logits})
     # class 0: |{0}| / |{0, 1}| = 1/2; class 1: 1/2; class 2 only on the ignored pixel -> not counted
-    assert task.val_miou.compute().item() == pytest.approx(0.5)
-    assert task.val_pixel_acc.compute().item() == pytest.approx(2 / 3)
-    assert task.val_macc.compute().item() == pytest.approx((1.0 + 0.5) / 2)
+    out = task.eval_metrics["val"].seg.compute()
+    assert out["miou"].item() == pytest.approx(0.5)
+    assert out["pixel_acc"].item() == pytest.approx(2 / 3)
+    assert out["macc"].item() == pytest.approx((1.0 + 0.5) / 2)
 
 
 def test_dice_and_ce_losses() -> None:
@@ -58,6 +59,27 @@ def test_dice_and_ce_losses() -> None:
     losses = task.compute_loss({"semantic": torch.randint(0, 3, (2, 16, 16))}, out)
     assert set(losses) == {"loss", "loss_main", "loss_aux"}
     assert losses["loss"].item() == pytest.approx(losses["loss_main"].item() + 0.4 * losses["loss_aux"].item())
+
+
+def test_segmentation_metrics_logged_once_per_test_epoch(tmp_path: Path) -> None:
+    from lightning.pytorch import Trainer
+
+    torch.manual_seed(0)
+    task = SemanticSegmentation(tiny_swin(), num_semantic_classes=3, decoder_channels=8, log_images_every_n_epochs=0)
+    batches = [{"input": torch.randn(2, 6, 16, 16), "semantic": torch.randint(0, 3, (2, 16, 16))} for _ in range(2)]
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path)  # fmt: skip
+    (res,) = trainer.test(task, dataloaders=torch.utils.data.DataLoader(batches, batch_size=None), verbose=False)
+    task.eval()
+    with torch.no_grad():
+        pred = torch.cat([task(b["input"]).argmax(1) for b in batches]).flatten()
+    target = torch.cat([b["semantic"] for b in batches]).flatten()
+    hist = np.bincount(target.numpy() * 3 + pred.numpy(), minlength=9).reshape(3, 3)
+    with np.errstate(invalid="ignore"):
+        ious = np.diag(hist) / (hist.sum(axis=1) + hist.sum(axis=0) - np.diag(hist))
+    assert res["test/miou"] == pytest.approx(float(np.nanmean(ious)), rel=1e-5)
+    assert res["test/pixel_acc"] == pytest.approx(float(np.diag(hist).sum() / hist.sum()), rel=1e-5)
+    assert {"test/macc", "test/loss"} <= set(res)
 
 
 # ----------------------------------------------------------------------------------------------------------- flow
