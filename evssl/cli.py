@@ -171,6 +171,13 @@ def run_guarded(prog: str, fn: Callable[[], Any], debug: bool | None = None) -> 
         return 1
 
 
+def _install_warning_filters(command: str) -> None:
+    """Third-party noise filters of :mod:`evssl.utils.warnings` (the command line only; importing evssl adds none)."""
+    from evssl.utils.warnings import install_filters
+
+    install_filters(command)
+
+
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of the ``evssl`` console script (``args``: command line without the program name).
 
@@ -187,6 +194,8 @@ def main(args: Sequence[str] | None = None) -> int:
         return 0
     if argv[0] in _EXTRA:
         cmd = argv[0]
+        if cmd == "benchmark":
+            _install_warning_filters(cmd)
         return run_guarded(f"evssl {cmd}", lambda: _EXTRA[cmd](argv[1:]), debug)
     if not argv[0].startswith("-") and argv[0] not in TRAIN_COMMANDS:
         print(f"evssl: unknown command {argv[0]!r}\n\n{_help_text()}", file=sys.stderr)
@@ -194,6 +203,8 @@ def main(args: Sequence[str] | None = None) -> int:
 
     def train() -> int:
         from evssl.cli_lightning import EvsslCLI
+
+        _install_warning_filters(argv[0])
 
         EvsslCLI(args=None if args is None else argv)
         return 0

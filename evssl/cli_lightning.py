@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -17,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from evssl import __version__
 from evssl.callbacks.config import EvsslSaveConfigCallback
 
-__all__ = ["EvsslCLI"]
+__all__ = ["EvsslCLI", "prepare_wandb_loggers"]
 
 
 def _import_components() -> None:
@@ -86,13 +87,15 @@ class EvsslCLI(LightningCLI):
         )
 
     def after_instantiate_classes(self) -> None:
-        """Drop class-count link values the chosen model does not take from its saved hyper-parameters.
+        """Drop class-count link values the chosen model does not take from its saved hyper-parameters; prepare the
+        W&B loggers (:func:`prepare_wandb_loggers`).
 
         ``data.num_classes`` is linked to both ``num_classes`` (tasks) and ``probe.classes`` (methods); jsonargparse
         skips the target a model lacks, but Lightning still records it in ``hparams``, which would break
         ``--ckpt_path`` resume and ``evssl export`` (the model would be rebuilt with an unexpected argument).
         """
         _drop_unaccepted_hparams(self.model, ("num_classes", "probe_classes"))
+        prepare_wandb_loggers(self.trainer.loggers)
 
     def after_fit(self) -> None:
         """With ``--demo true``: the final validation accuracy next to the chance level."""
@@ -122,6 +125,23 @@ class _LinkTolerantInstantiator(_InstantiatorFn):
             if not k.startswith(prefix) or k[len(prefix) :].split(".")[0] in accepted
         }
         return super().__call__(class_type, *args, applied_instantiation_links=kept, **kwargs)
+
+
+def prepare_wandb_loggers(loggers: Sequence[Any]) -> None:
+    """Before a W&B run starts: drop the ``anonymous=None`` Lightning's ``WandbLogger`` always passes to
+    ``wandb.init`` (W&B 0.31 warns "The anonymous setting has no effect" for any value given, ``None`` included;
+    an explicit ``anonymous=True`` is kept, and its warning with it), and create the save folder (W&B warns
+    "git root ... does not exist" when it looks for a repository in a folder not made yet)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger) or logger._experiment is not None:
+            continue
+        init = logger._wandb_init  # the keyword arguments of wandb.init (no public accessor)
+        if init.get("anonymous", "unset") is None:
+            del init["anonymous"]
+        if logger.save_dir:
+            Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
 
 
 def _accepted_arguments(model_class: type) -> set[str]:

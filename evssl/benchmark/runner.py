@@ -36,7 +36,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,24 @@ class _BackboneHolder:
 
     def backbone_config(self) -> dict[str, Any]:
         return self.config
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's per-run info lines (evssl's data plan among them) and warnings off for the grid's own runs, which
+    would otherwise break the progress bar dozens of times; the logger levels and warning filters are restored
+    afterwards, so the calling process (a test session, a notebook) keeps its own."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="lightning")
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 class BenchmarkRunner:
@@ -345,6 +364,9 @@ class BenchmarkRunner:
 
             name = f"{self.grid.name}/" + "/".join(run_dir.parts[-2:])
             loggers.append(WandbLogger(save_dir=str(run_dir), project="evssl-benchmark", name=name))
+            from evssl.cli_lightning import prepare_wandb_loggers
+
+            prepare_wandb_loggers(loggers)
         return loggers
 
     def _diagnostics(self) -> list[Any]:
@@ -489,11 +511,12 @@ class BenchmarkRunner:
 
     def run(self) -> dict[str, Any]:
         """Run every stage not in the cache; returns ``{"rows": plan, "records": [...], "wall_s"}``."""
+        with _quiet_lightning():
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         from tqdm import tqdm
 
-        warnings.filterwarnings("ignore", module="lightning")
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            logging.getLogger(name).setLevel(logging.ERROR)
         g = self.grid
         rows = self.plan()
         runnable = [r for r in rows if r["reason"] is None]

@@ -29,9 +29,18 @@ from evssl.data.sources import (
 )
 from evssl.events.representations import Representation, VoxelGrid
 
-__all__ = ["ApplyRepresentations", "EventDataModule", "StoreMeta"]
+__all__ = ["ApplyRepresentations", "EventDataModule", "StoreMeta", "skip_validation_without_data"]
 
 log = logging.getLogger(__name__)
+
+
+def skip_validation_without_data(datamodule: Any, stage: str | None) -> None:
+    """In ``setup`` of a fit: without a ``"val"`` dataset, switch the trainer's validation loop off
+    (``limit_val_batches = 0``) rather than hand Lightning the empty loader ``val_dataloader`` returns, which it
+    warns about ("Total length of `list` across ranks is zero"). ``validate`` without data keeps that warning."""
+    trainer = getattr(datamodule, "trainer", None)
+    if stage in (None, "fit") and "val" not in datamodule.datasets and trainer is not None:
+        trainer.limit_val_batches = 0
 
 
 @dataclass(frozen=True)
@@ -477,6 +486,7 @@ class EventDataModule(LightningDataModule):
                 continue
             ds: Any = parts[0] if len(parts) == 1 else ConcatStoreDataset(parts)
             self.datasets[role] = DropLabels(ds) if self.labels == "ignore" else ds
+        skip_validation_without_data(self, stage)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

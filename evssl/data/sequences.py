@@ -34,6 +34,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from evssl.data.collate import collate_events
+from evssl.data.datamodules import skip_validation_without_data
 from evssl.data.samplers import pick_start
 from evssl.events.representations import Representation, VoxelGrid
 
@@ -346,6 +347,7 @@ class VODataModule(LightningDataModule):
             self.datasets["test"] = OnlineSequenceDataset(
                 self._reader(src, seed, self.window_frames + 1, self.test_split), self.max_test_windows
             )
+        skip_validation_without_data(self, stage)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.datasets.get("train")

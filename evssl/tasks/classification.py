@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from evssl.nn.ema import ema_update_, make_target
 from evssl.optim import OptimConfig, configure_optimization
+from evssl.tasks.frozen import FrozenInEval
 from evssl.tasks.transfer import backbone_param_groups, reestimate_batchnorm
 from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 
@@ -144,7 +144,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, input_adapt: In
     return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
 
-class Classifier(LightningModule):
+class Classifier(FrozenInEval):
     """Event classification on a backbone's pooled features: ``logits = W f(x) + b``.
 
     Modes (the protocols of ECDP, Yang et al. ICCV 2023, Sec. 4):
@@ -244,14 +244,9 @@ class Classifier(LightningModule):
                 setattr(self, f"{stage}_top{k}", MulticlassAccuracy(self.num_classes, top_k=k, average="micro"))
 
     # ------------------------------------------------------------------------------------------------- model
-    def train(self, mode: bool = True) -> Classifier:
-        """Keep a frozen (linear-probe) backbone in eval mode whatever Lightning asks."""
-        super().train(mode)
-        if self.mode == "linear":
-            self.backbone.eval()
-        if self.ema is not None:
-            self.ema.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        """Kept in eval mode whatever Lightning asks: a linear probe's backbone, the EMA copy."""
+        return ([self.backbone] if self.mode == "linear" else []) + ([self.ema] if self.ema is not None else [])
 
     def _eval_modules(self) -> tuple[nn.Module, nn.Module]:
         """(backbone, head) used for evaluation: the EMA copies when ``ema_decay`` is set."""
@@ -303,6 +298,7 @@ class Classifier(LightningModule):
 
     def on_train_start(self) -> None:
         """Linear probe with ``bn_reestimate_batches``: re-estimate the backbone's BatchNorm statistics first."""
+        super().on_train_start()
         if self.bn_reestimate_batches and self.trainer.global_step == 0:
             self.reestimate_batchnorm(self.trainer.train_dataloader, self.bn_reestimate_batches)
 

@@ -32,7 +32,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -43,6 +42,7 @@ from evssl.nn.backbones.unet import ConvNormAct, UNetDecoder, UPerHead
 from evssl.nn.vitdet import SimpleFeaturePyramid, ViTPyramidConfig, vit_feature_pyramid
 from evssl.optim import OptimConfig, configure_optimization
 from evssl.tasks.classification import InputAdapt, load_backbone_weights
+from evssl.tasks.frozen import FrozenInEval
 from evssl.tasks.transfer import backbone_param_groups
 from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 
@@ -167,7 +167,7 @@ def _vit_neck(task: str, backbone: nn.Module, cfg: ViTPyramidConfig | None) -> S
     )
 
 
-class DenseTask(LightningModule):
+class DenseTask(FrozenInEval):
     """Backbone feature pyramid + multi-scale decoder, prediction at the input resolution.
 
     Args:
@@ -247,12 +247,9 @@ class DenseTask(LightningModule):
         self.log_images_num_samples = int(log_images_num_samples)
 
     # ------------------------------------------------------------------------------------------------- model
-    def train(self, mode: bool = True) -> DenseTask:
+    def frozen_modules(self) -> list[nn.Module]:
         """A frozen backbone stays in eval mode."""
-        super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()
-        return self
+        return [self.backbone] if self.freeze_backbone else []
 
     def features(self, x: Tensor) -> list[Tensor]:
         """The feature pyramid: the backbone's, or the ViT pyramid on the ViT's maps (no backbone autograd when

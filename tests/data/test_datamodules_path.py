@@ -56,16 +56,19 @@ def _cfg(tmp_path: Path, name: str, model: dict, data: dict) -> Path:
     return path
 
 
+def _data_plan(caplog: pytest.LogCaptureFixture) -> str:
+    """The one "evssl data:" record of a run (logged once per data module through Lightning's rank-zero logger)."""
+    plans = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evssl data:")]
+    assert len(plans) == 1, [r.getMessage()[:80] for r in caplog.records]
+    return plans[0]
+
+
 def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_path, capsys, caplog, monkeypatch):
     import logging
 
     from evssl.cli import main
 
     caplog.set_level(logging.INFO)
-    dm_log = logging.getLogger("evssl.data.datamodules")  # other tests in a worker may stop propagation
-    monkeypatch.setattr(dm_log, "disabled", False)
-    dm_log.setLevel(logging.INFO)
-    dm_log.addHandler(caplog.handler)
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     _ncars_tree(tmp_path / "ncars")
@@ -82,7 +85,10 @@ def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_
     )
     caplog.clear()
     assert main(["fit", "--config", str(pre)]) == 0
-    # the logged data plan is checked in test_datamodules_sources.py (caplog is unreliable here under xdist)
+    plan = _data_plan(caplog)  # the logged data plan: sources of each split, which labels the batches carry
+    assert "train: train.h5 split 'train' minus the automatic validation split (14 recordings)" in plan
+    assert "val: train.h5 automatic 0.1 of split 'train' (2 recordings)" in plan
+    assert "labels: ignore: batches carry no 'label'" in plan
     ckpt = next((tmp_path / "runs" / "pre").rglob("*.ckpt"))
     assert main(["export", str(ckpt), "--out", str(tmp_path / "bb.pt")]) == 0
     probe_model = {
@@ -90,12 +96,15 @@ def test_convert_pretrain_without_labels_export_probe_test_on_another_store(tmp_
         "init_args": {"mode": "linear", "pretrained": str(tmp_path / "bb.pt"), "backbone": tiny, "optim": {"lr": 1e-2}},
     }
     probe = _cfg(tmp_path, "probe", probe_model, {"train": str(train)})
+    caplog.clear()
     assert main(["fit", "--config", str(probe)]) == 0
+    assert "labels: use: batches carry the stores' 'label' (2 classes: background, car)" in _data_plan(caplog)
     pckpt = next((tmp_path / "runs" / "probe").rglob("*.ckpt"))
     capsys.readouterr()
     caplog.clear()
     assert main(["test", "--config", str(probe), "--ckpt_path", str(pckpt), "--data.init_args.test", str(test)]) == 0
     captured = capsys.readouterr()
+    assert "test: test.h5 split 'test' (16 recordings)" in _data_plan(caplog)
     line = [ln for ln in captured.out.splitlines() if "test/acc" in ln]
     assert line, captured.out[-2000:]
     acc = float(line[0].split()[-1])
