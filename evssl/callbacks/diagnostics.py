@@ -32,6 +32,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
@@ -73,10 +74,11 @@ class PretrainDiagnostics(Callback):
     """Per-epoch diagnostics of a pre-training method (see the module docstring for every value it logs).
 
     Args:
-        num_train: recordings of the train split in the probe's memory bank (first ones, fixed).
-        num_eval: recordings of the evaluation split queried by the probe.
+        num_train: recordings of the train split in the probe's memory bank (a fixed seeded random subset: stores
+            are often sorted by class).
+        num_eval: recordings of the evaluation split queried by the probe (fixed seeded random subset).
         eval_split: ``"val"`` (the data module's ``val_split``) or a split name such as ``"test"``; without such a
-            split the probe queries the train split's last ``num_eval`` recordings.
+            split the probe queries ``num_eval`` other recordings of the train split (disjoint from the bank).
         knn_k, knn_temperature: kNN vote (k neighbours, similarity temperature).
         linear: also fit the L-BFGS logistic probe (a few seconds more per epoch).
         projector_attr: attribute of the method holding its projector (``None`` = only backbone features).
@@ -122,29 +124,34 @@ class PretrainDiagnostics(Callback):
         from evssl.data.collate import Collate
         from evssl.data.datasets import StoreDataset
 
-        def batches(split: str | None, n: int) -> list[dict[str, Any]]:
-            if split is None:
-                return []
-            try:
-                idx = dm.split_indices(split)[:n]
-            except (KeyError, ValueError):
-                return []
-            if len(idx) == 0:
-                return []
-            ds = StoreDataset(dm.store_path, idx, dm.eval_sampler, train=False, seed=0)
+        rng = np.random.default_rng(0)
+
+        def spread(idx: Any) -> np.ndarray:
+            """The split's recordings in a fixed random order: stores are often sorted by class, so a prefix or a
+            tail of the split can hold a single class (a kNN then scores 0 or 1 whatever the features)."""
+            idx = np.asarray(idx)
+            return idx[rng.permutation(len(idx))]
+
+        def load(idx: np.ndarray) -> list[dict[str, Any]]:
+            ds = StoreDataset(dm.store_path, np.sort(idx), dm.eval_sampler, train=False, seed=0)
             loader = DataLoader(ds, batch_size=64, shuffle=False, collate_fn=Collate(dm._transform(False)))
             return [{"input": b["input"].float(), "label": b["label"]} for b in loader]
 
-        train = batches(dm.train_split, self.num_train)
+        def split_order(split: str | None) -> np.ndarray:
+            if split is None:
+                return np.zeros(0, dtype=np.int64)
+            try:
+                return spread(dm.split_indices(split))
+            except (KeyError, ValueError):
+                return np.zeros(0, dtype=np.int64)
+
+        train_order = split_order(dm.train_split)
+        train = load(train_order[: self.num_train]) if len(train_order) else []
         split = dm.val_split if self.eval_split == "val" else self.eval_split
-        evals = batches(split, self.num_eval)
-        if not evals and dm.train_split is not None:  # no validation split: the train split's last recordings
-            idx = dm.split_indices(dm.train_split)
-            if len(idx) > self.num_train:
-                tail = idx[max(self.num_train, len(idx) - self.num_eval) :]
-                ds = StoreDataset(dm.store_path, tail, dm.eval_sampler, train=False, seed=0)
-                loader = DataLoader(ds, batch_size=64, shuffle=False, collate_fn=Collate(dm._transform(False)))
-                evals = [{"input": b["input"].float(), "label": b["label"]} for b in loader]
+        eval_order = split_order(split)[: self.num_eval]
+        if not len(eval_order) and len(train_order) > self.num_train:  # no validation split: other train recordings
+            eval_order = train_order[max(self.num_train, len(train_order) - self.num_eval) :]
+        evals = load(eval_order) if len(eval_order) else []
         if not train or not evals:
             return None
         self._subset = (train, evals, int(dm.num_classes))

@@ -112,6 +112,21 @@ def schedule_lengths(trainer: Trainer, warmup_epochs: float) -> tuple[int, int]:
         raise ValueError("the schedule needs a finite length: set trainer.max_epochs or trainer.max_steps")
     total = max(1, int(total))
     nb = trainer.num_training_batches
-    per_epoch = math.ceil(nb / trainer.accumulate_grad_batches) if math.isfinite(nb) and nb > 0 else total
+    if warmup_epochs > 0 and not (math.isfinite(nb) and nb > 0) and trainer.training:
+        # With ``max_steps`` and ``max_epochs=-1`` Lightning answers ``estimated_stepping_batches`` without loading
+        # the train loader, so the epoch length is still unknown here: load it (what Lightning itself does for
+        # ``max_epochs``). Without this the warm-up silently stretched over the whole run.
+        trainer.fit_loop.setup_data()
+        nb = trainer.num_training_batches
+    if math.isfinite(nb) and nb > 0:
+        per_epoch = math.ceil(nb / trainer.accumulate_grad_batches)
+    else:
+        per_epoch = total
+        if warmup_epochs > 0:
+            warnings.warn(
+                f"warmup_epochs={warmup_epochs}: the train loader has no length, so one epoch is taken as the "
+                f"whole run ({total} steps)",
+                stacklevel=2,
+            )
     warmup = min(total, round(warmup_epochs * per_epoch))
     return total, warmup

@@ -296,3 +296,14 @@ def test_resume_with_a_larger_max_steps_stretches_the_schedule(tmp_path) -> None
     assert trace.lrs == pytest.approx([0.1 * warmup_cosine(s, 8, 0) for s in range(4, 8)])
     assert min(trace.lrs) > 0.0
     assert longer.lightning_module._total_steps == 8  # the EMA momentum schedule follows the new length too
+
+
+def test_warmup_epochs_with_max_steps_and_no_epoch_limit_is_one_loader_length() -> None:
+    """``max_steps`` with ``max_epochs=-1`` (how ``evssl benchmark`` runs): Lightning gives the step count without
+    loading the train loader, which used to make one warm-up "epoch" the whole run (warm-up never ending)."""
+    model = _method(warmup_epochs=1.0)
+    trainer = _trainer(max_steps=12, max_epochs=-1, limit_val_batches=0)
+    trainer.fit(model, TensorDataModule(num_samples=32, batch_size=8))  # 4 batches per epoch
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert (sched.total_steps, sched.warmup_steps) == (12, 4)
+    assert trainer.global_step == 12
