@@ -37,7 +37,14 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-__all__ = ["PretrainDiagnostics", "effective_rank", "empty_pixel_fraction", "events_per_window", "std_sqrt_d"]
+__all__ = [
+    "PretrainDiagnostics",
+    "effective_rank",
+    "empty_pixel_fraction",
+    "events_per_window",
+    "probe_subsets",
+    "std_sqrt_d",
+]
 
 
 def std_sqrt_d(z: Tensor) -> float:
@@ -68,6 +75,23 @@ def events_per_window(batch_index: Tensor, batch_size: int) -> Tensor:
 def empty_pixel_fraction(x: Tensor) -> float:
     """Fraction of pixels of a ``(B, C, H, W)`` representation where every channel is zero."""
     return float((x.abs().sum(dim=1) == 0).double().mean())
+
+
+def probe_subsets(
+    train: np.ndarray, evals: np.ndarray, num_train: int, num_eval: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The diagnostics probe's fixed recordings: ``(bank, queries)``, sorted store indices.
+
+    Each is a seeded random subset of its split (stores are often sorted by class, so a prefix or a tail can hold a
+    single class, and a kNN then scores 0 or 1 whatever the features). Without evaluation recordings the queries are
+    ``num_eval`` other train recordings, disjoint from the bank (none if the split has no more than ``num_train``).
+    """
+    rng = np.random.default_rng(seed)
+    train = np.asarray(train)[rng.permutation(len(train))]
+    evals = np.asarray(evals)[rng.permutation(len(evals))]
+    bank = train[:num_train]
+    queries = evals[:num_eval] if len(evals) else train[max(num_train, len(train) - num_eval) :]
+    return np.sort(bank), np.sort(queries)
 
 
 class PretrainDiagnostics(Callback):
@@ -124,34 +148,22 @@ class PretrainDiagnostics(Callback):
         from evssl.data.collate import Collate
         from evssl.data.datasets import StoreDataset
 
-        rng = np.random.default_rng(0)
-
-        def spread(idx: Any) -> np.ndarray:
-            """The split's recordings in a fixed random order: stores are often sorted by class, so a prefix or a
-            tail of the split can hold a single class (a kNN then scores 0 or 1 whatever the features)."""
-            idx = np.asarray(idx)
-            return idx[rng.permutation(len(idx))]
-
         def load(idx: np.ndarray) -> list[dict[str, Any]]:
-            ds = StoreDataset(dm.store_path, np.sort(idx), dm.eval_sampler, train=False, seed=0)
+            if not len(idx):
+                return []
+            ds = StoreDataset(dm.store_path, idx, dm.eval_sampler, train=False, seed=0)
             loader = DataLoader(ds, batch_size=64, shuffle=False, collate_fn=Collate(dm._transform(False)))
             return [{"input": b["input"].float(), "label": b["label"]} for b in loader]
 
-        def split_order(split: str | None) -> np.ndarray:
-            if split is None:
-                return np.zeros(0, dtype=np.int64)
+        def indices(split: str | None) -> np.ndarray:
             try:
-                return spread(dm.split_indices(split))
+                return np.asarray(dm.split_indices(split)) if split is not None else np.zeros(0, np.int64)
             except (KeyError, ValueError):
-                return np.zeros(0, dtype=np.int64)
+                return np.zeros(0, np.int64)
 
-        train_order = split_order(dm.train_split)
-        train = load(train_order[: self.num_train]) if len(train_order) else []
         split = dm.val_split if self.eval_split == "val" else self.eval_split
-        eval_order = split_order(split)[: self.num_eval]
-        if not len(eval_order) and len(train_order) > self.num_train:  # no validation split: other train recordings
-            eval_order = train_order[max(self.num_train, len(train_order) - self.num_eval) :]
-        evals = load(eval_order) if len(eval_order) else []
+        bank, queries = probe_subsets(indices(dm.train_split), indices(split), self.num_train, self.num_eval)
+        train, evals = load(bank), load(queries)
         if not train or not evals:
             return None
         self._subset = (train, evals, int(dm.num_classes))

@@ -6,6 +6,7 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from evssl.callbacks.diagnostics import (
     effective_rank,
     empty_pixel_fraction,
     events_per_window,
+    probe_subsets,
     std_sqrt_d,
 )
 from tests.helpers import REPO
@@ -80,3 +82,18 @@ def test_diagnostics_on_a_tiny_brave_run(tmp_path: Path, monkeypatch: pytest.Mon
     with open(tmp_path / "metrics.csv") as f:
         header = next(csv.reader(f))
     assert "diag/knn_acc" in header and "diag/grad_norm/backbone" in header
+
+
+def test_probe_subsets_mix_classes_of_a_class_sorted_store_and_stay_disjoint() -> None:
+    """N-Cars converts class by class (500 background then 500 cars): a prefix bank and a tail query set held one
+    class each, so the kNN scored exactly 0.0 whatever the features."""
+    labels = np.repeat([0, 1], 500)  # store index i has class labels[i]
+    bank, queries = probe_subsets(np.arange(1000), np.zeros(0, np.int64), num_train=256, num_eval=128)
+    assert len(bank) == 256 and len(queries) == 128 and not set(bank) & set(queries)
+    assert 0.35 < labels[bank].mean() < 0.65 and 0.3 < labels[queries].mean() < 0.7
+    again = probe_subsets(np.arange(1000), np.zeros(0, np.int64), num_train=256, num_eval=128)
+    assert all(np.array_equal(a, b) for a, b in zip((bank, queries), again))  # fixed across epochs
+    # with an evaluation split the queries come from it; a train split no larger than the bank gives no queries
+    _, q = probe_subsets(np.arange(100), np.arange(100, 150), num_train=64, num_eval=20)
+    assert len(q) == 20 and q.min() >= 100
+    assert len(probe_subsets(np.arange(10), np.zeros(0, np.int64), 16, 8)[1]) == 0
