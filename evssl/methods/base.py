@@ -28,11 +28,11 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from evssl.nn.ema import cosine_schedule, ema_update_
+from evssl.nn.frozen import FrozenInEval
 from evssl.nn.probe import DEFAULT_PROBE, OnlineProbe, ProbeConfig
 from evssl.optim import EmaConfig, OptimConfig, configure_optimization
 from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
@@ -76,7 +76,7 @@ def apply_preset(options: T, presets: Mapping[str, Mapping[str, Any]], preset: s
     return dataclasses.replace(options, **filled)  # type: ignore[type-var]
 
 
-class PretrainMethod(LightningModule):
+class PretrainMethod(FrozenInEval):
     """Base class of every self-supervised pre-training method.
 
     Subclasses implement :meth:`ssl_step` and may extend :meth:`learnable_params` (``super().learnable_params() +

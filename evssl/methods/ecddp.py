@@ -198,11 +198,9 @@ class ECDDP(PretrainMethod):
         """Student -> teacher EMA over backbone, neck and the three heads."""
         return [(m, self.teacher[name]) for name, m in self._student_parts().items()]
 
-    def train(self, mode: bool = True) -> ECDDP:
-        """The teacher always stays in eval mode."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        """The EMA teacher stays in eval mode (no drop-path, fixed statistics)."""
+        return [self.teacher]
 
     def learnable_params(self) -> list[dict[str, Any]]:
         """Patch embedding at ``lr * patch_embed_lr_scale``, the rest of the backbone, neck, heads (and probe)."""

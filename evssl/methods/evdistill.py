@@ -219,11 +219,9 @@ class EvDistill(PretrainMethod):
             rank_zero_warn("EvDistill: no teacher_checkpoint; distilling from a random teacher (smoke runs only)")
         self.teacher.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> EvDistill:
+    def frozen_modules(self) -> list[nn.Module]:
         """The teacher stays in eval mode (frozen BN statistics, no dropout)."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
+        return [self.teacher]
 
     # ------------------------------------------------------------------------------------------------ parts
     def learnable_params(self) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from evssl.nn.ema import ema_update_, make_target
+from evssl.nn.frozen import FrozenInEval
 from evssl.optim import OptimConfig, configure_optimization
-from evssl.tasks.frozen import FrozenInEval
 from evssl.tasks.transfer import backbone_param_groups, reestimate_batchnorm
 from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 

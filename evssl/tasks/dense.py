@@ -39,10 +39,10 @@ from torchmetrics.regression import MeanSquaredError
 
 from evssl.metrics.segmentation import EndTaskMetrics
 from evssl.nn.backbones.unet import ConvNormAct, UNetDecoder, UPerHead
+from evssl.nn.frozen import FrozenInEval
 from evssl.nn.vitdet import SimpleFeaturePyramid, ViTPyramidConfig, vit_feature_pyramid
 from evssl.optim import OptimConfig, configure_optimization
 from evssl.tasks.classification import InputAdapt, load_backbone_weights
-from evssl.tasks.frozen import FrozenInEval
 from evssl.tasks.transfer import backbone_param_groups
 from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 

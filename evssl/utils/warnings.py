@@ -3,7 +3,7 @@
 What evssl itself causes is fixed at its source instead: the W&B logger's ``anonymous=None`` and missing save
 directory (:func:`evssl.cli_lightning.prepare_wandb_loggers`), the validation loop of a data module that has no
 validation data (:meth:`evssl.data.EventDataModule.setup`), the eval-mode check on the frozen backbone of a probe
-(:class:`evssl.tasks.frozen.FrozenInEval`). Each filter here matches one message of one third-party module and says
+(:class:`evssl.nn.frozen.FrozenInEval`). Each filter here matches one message of one third-party module and says
 why it is harmless; none can match a warning about the user's data, config or model.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -181,7 +182,11 @@ def test_smoke_config_fast_dev_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setattr(sys, "argv", ["evssl"])
-    main(["fit", "--config", str(REPO / "experiments/smoke/ecddp.yaml"), "--trainer.fast_dev_run", "1"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(["fit", "--config", str(REPO / "experiments/smoke/ecddp.yaml"), "--trainer.fast_dev_run", "1"])
+    # the EMA teacher is kept in eval mode (FrozenInEval), which Lightning does not report as a user's eval module
+    assert not [w for w in caught if "in eval mode" in str(w.message)]
 
 
 def test_smoke_yaml_groups_round_trip_through_jsonargparse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Frozen submodules that stay in eval mode (a linear probe's backbone, a frozen dense backbone, an EMA copy)."""
+"""Frozen submodules that stay in eval mode (a linear probe's backbone, a frozen dense backbone, an EMA or distillation
+teacher)."""
 
 from __future__ import annotations
 
