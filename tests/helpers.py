@@ -224,3 +224,39 @@ def grouped(kw: dict[str, Any], optim_cls: type | None = None) -> dict[str, Any]
     if "probe_classes" in kw or "probe_lr" in kw:
         kw["probe"] = ProbeConfig(classes=kw.pop("probe_classes", 0), lr=kw.pop("probe_lr", 1e-3))
     return kw
+
+
+def write_fit_config(
+    tmp_path: Path, name: str, model: dict, data: dict, resolution: tuple[int, int], **trainer: Any
+) -> Path:
+    """A small ``evssl fit`` YAML on CPU (``trainer`` entries override; ``data`` adds EventDataModule arguments to a
+    ClassificationWindow/Histogram module at ``resolution``); returns its path ``tmp_path/<name>.yaml``."""
+    import yaml
+
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": str(tmp_path / "runs" / name),
+            **trainer,
+        },
+        "model": model,
+        "data": {
+            "class_path": "evssl.data.EventDataModule",
+            "init_args": {
+                "batch_size": 4,
+                "num_workers": 0,
+                "sampler": {
+                    "class_path": "evssl.data.ClassificationWindow",
+                    "init_args": {"resolution": list(resolution)},
+                },
+                "representation": {"class_path": "evssl.events.representations.Histogram"},
+                **data,
+            },
+        },
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from lightning.pytorch import Callback, Trainer
 
 from evssl.events.io.store import StoreWriter
 from evssl.events.schema import Events
 from evssl.optim import OptimConfig
 from evssl.tasks.classification import Classifier
-from tests.helpers import TensorDataModule, TinyNet, cli_env
+from tests.helpers import TensorDataModule, TinyNet, cli_env, write_fit_config
 from tests.test_cli import evssl_command
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended")
@@ -208,33 +207,9 @@ def test_lightning_tips_are_dropped_other_info_lines_kept(caplog) -> None:
 
 # ------------------------------------------------------------------------------------------- the console path
 def _cfg(tmp_path: Path, name: str, model: dict, data: dict, loggers: list[dict]) -> Path:
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "max_steps": 2,
-            "limit_val_batches": 1,
-            "limit_test_batches": 1,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "logger": loggers,
-            "default_root_dir": str(tmp_path / "runs" / name),
-        },
-        "model": model,
-        "data": {
-            "class_path": "evssl.data.EventDataModule",
-            "init_args": {
-                "batch_size": 4,
-                "num_workers": 0,
-                "sampler": {"class_path": "evssl.data.ClassificationWindow", "init_args": {"resolution": [16, 16]}},
-                "representation": {"class_path": "evssl.events.representations.Histogram"},
-                **data,
-            },
-        },
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_fit_config(
+        tmp_path, name, model, data, (16, 16), max_steps=2, limit_val_batches=1, limit_test_batches=1, logger=loggers
+    )
 
 
 def test_console_path_prints_none_of_the_known_noise(tmp_path: Path) -> None:

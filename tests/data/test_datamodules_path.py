@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+
+from tests.helpers import write_fit_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter is intended")
 
@@ -29,31 +30,7 @@ def _ncars_tree(root: Path) -> None:
 
 
 def _cfg(tmp_path: Path, name: str, model: dict, data: dict) -> Path:
-    cfg = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "max_epochs": 2,
-            "logger": False,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "default_root_dir": str(tmp_path / "runs" / name),
-        },
-        "model": model,
-        "data": {
-            "class_path": "evssl.data.EventDataModule",
-            "init_args": {
-                "batch_size": 4,
-                "num_workers": 0,
-                "sampler": {"class_path": "evssl.data.ClassificationWindow", "init_args": {"resolution": [25, 30]}},
-                "representation": {"class_path": "evssl.events.representations.Histogram"},
-                **data,
-            },
-        },
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_fit_config(tmp_path, name, model, data, (25, 30), max_epochs=2, logger=False)
 
 
 def _data_plan(caplog: pytest.LogCaptureFixture) -> str:
