@@ -71,57 +71,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from evssl.callbacks.method_media import log_ecdp_views, should_log_pictures
 from evssl.losses.contrastive import info_nce
 from evssl.losses.ecdp import distribution_alignment_loss, embedding_projection
 from evssl.methods.base import PretrainMethod, SSLOutput
+from evssl.methods.ecdp_options import ECDP_PRESETS, ECDPOptim, ecdp_switches
 from evssl.nn.checkpoints import load_mocov3_init
 from evssl.nn.crops import random_resized_crop_nearest
 from evssl.nn.ema import make_target
 from evssl.nn.heads import mocov3_predictor, mocov3_projector
 from evssl.nn.image_encoders import ImageEncoder, as_frozen_image_encoder
-from evssl.nn.masking import conditional_keep_index, patch_density
+from evssl.nn.masking import event_image_keep_index, num_keep_patches
 from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
-from evssl.optim import EmaConfig, OptimConfig
+from evssl.optim import EmaConfig
 
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
-__all__ = ["ECDP", "ECDP_PRESETS", "ECDPOptim"]
-
-
-# ======================================================================================================== method
-@dataclass
-class ECDPOptim(OptimConfig):
-    """ECDP's ViT-S recipe (``config/ours/base/ours_pretraining_base.yml``, ``pr_vits.yml``): AdamW, base lr
-    1.5e-4 per 256 samples, weight decay 0.03, 40 warm-up epochs, cosine to 0."""
-
-    lr: float = 1.5e-4
-    weight_decay: float = 0.03
-    warmup_epochs: float = 40.0
-    lr_batch_scale: bool = True
-    no_decay: tuple[str, ...] | None = None  # None = the preset's weight-decay policy
-
-
-#: The faithfulness switches of :class:`ECDP` (``None`` arguments and ``optim.no_decay: null`` take these values).
-ECDP_PRESETS: dict[str, dict[str, Any]] = {
-    # official code: top-K of d*u masking, no gradient through the image keys of L_RGB, AdamW over
-    # ``model.parameters()`` with one weight decay for all (``trainer/pr_trainer.py:214-219``)
-    "official": {"mask_form": "code", "rgb_key_grad": "none", "no_decay": (), "sinkhorn_ranks": "official"},
-    # paper text: sampling proportional to density (Eq. 1), h_I trained by L_RGB (§3.3), usual no-decay kinds
-    "paper": {
-        "mask_form": "paper",
-        "rgb_key_grad": "global",
-        "no_decay": OptimConfig().no_decay,
-        "sinkhorn_ranks": "local",
-    },
-}
+__all__ = ["ECDP", "ECDP_PRESETS", "ECDPOptim"]  # the options live in evssl.methods.ecdp_options
 
 
 class ECDP(PretrainMethod):
@@ -199,16 +169,11 @@ class ECDP(PretrainMethod):
         probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
         super().__init__(backbone, optim, ema, probe, default_optim=ECDPOptim(), default_ema=EmaConfig(0.99))
-        table = ECDP_PRESETS.get(preset)
-        if table is None:
-            raise ValueError(f"ECDP: unknown preset {preset!r}; expected one of {sorted(ECDP_PRESETS)}")
-        mask_form = table["mask_form"] if mask_form is None else mask_form
-        rgb_key_grad = table["rgb_key_grad"] if rgb_key_grad is None else rgb_key_grad
-        self.sinkhorn_ranks = table["sinkhorn_ranks"] if sinkhorn_ranks is None else sinkhorn_ranks
-        if self.sinkhorn_ranks not in ("local", "official"):
-            raise ValueError(f"ECDP: sinkhorn_ranks must be 'local' or 'official', got {self.sinkhorn_ranks!r}")
+        switches = ecdp_switches(preset, mask_form, rgb_key_grad, sinkhorn_ranks, kl_form)
+        mask_form, rgb_key_grad = switches["mask_form"], switches["rgb_key_grad"]
+        self.sinkhorn_ranks = switches["sinkhorn_ranks"]
         if self.optim.no_decay is None:
-            self.optim = dataclasses.replace(self.optim, no_decay=tuple(table["no_decay"]))
+            self.optim = dataclasses.replace(self.optim, no_decay=switches["no_decay"])
         if int(getattr(backbone, "num_special_tokens", 0)) < 2:
             raise ValueError(
                 "ECDP needs a ViT with two special tokens (num_special_tokens=2, class_token=False, "
@@ -216,10 +181,6 @@ class ECDP(PretrainMethod):
             )
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        if mask_form not in ("paper", "code") or kl_form not in ("paper", "code"):
-            raise ValueError("mask_form and kl_form must be 'paper' or 'code'")
-        if rgb_key_grad not in ("global", "local", "none"):
-            raise ValueError(f"rgb_key_grad must be 'global', 'local' or 'none', got {rgb_key_grad!r}")
         if not 0.0 < crop_min <= 1.0:
             raise ValueError(f"crop_min must be in (0, 1], got {crop_min}")
         dim = int(backbone.embed_dim)
@@ -271,20 +232,12 @@ class ECDP(PretrainMethod):
 
     def num_keep(self, height: int, width: int) -> int:
         """Patches kept per view: ``int(N · (1 - mask_ratio))`` (at least 1), N the patch count."""
-        if height % self.patch_size or width % self.patch_size:
-            raise ValueError(f"ECDP view {height}x{width} is not a multiple of the patch size {self.patch_size}")
-        n = (height // self.patch_size) * (width // self.patch_size)
-        return max(1, int(n * (1.0 - self.mask_ratio)))
+        return num_keep_patches(height, width, self.patch_size, self.mask_ratio)
 
     def keep_index(self, view: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Conditional masking (ECDP Eq. 1): indices (B, K) of the kept patches of a signed event-image view.
-
-        The density is computed on the normalised counts ``(x + 1) / 2`` in [0, 1) (empty pixels contribute 0).
-        """
-        counts = ((view.detach().float() + 1.0) * 0.5).clamp_min(0.0)
-        density = patch_density(counts, self.patch_size)
-        k = self.num_keep(int(view.shape[-2]), int(view.shape[-1]))
-        return conditional_keep_index(density, k, form=self.mask_form, generator=generator)
+        """Conditional masking (ECDP Eq. 1): indices (B, K) of the kept patches of a signed event-image view
+        (:func:`~evssl.nn.masking.event_image_keep_index`: density of the normalised counts ``(x + 1) / 2``)."""
+        return event_image_keep_index(view, self.patch_size, self.mask_ratio, self.mask_form, generator)
 
     # ------------------------------------------------------------------ RGB branch
     def image_embedding(self, batch: dict[str, Any]) -> Tensor:
@@ -363,8 +316,8 @@ class ECDP(PretrainMethod):
         with torch.no_grad():
             cos = F.cosine_similarity(out["q_evt"].float(), out["y"].float(), dim=-1).abs().mean()
             std = F.normalize(out["q_evt"].float(), dim=-1).std(dim=0).mean() * math.sqrt(out["q_evt"].shape[-1])
-        if batch_idx == 0:
-            self._log_views(out)
+        if batch_idx == 0 and should_log_pictures(self, self.log_views_every_n_epochs):
+            log_ecdp_views(self, out, self.patch_size, self.log_views_num_samples)  # both masked views
         logs = {k: v for k, v in terms.items() if k != "loss"}
         logs.update(cos_evt_rgb=cos, q_evt_std_ratio=std)
         return SSLOutput(terms["loss"], logs, features=out["features"].detach())
@@ -395,11 +348,3 @@ class ECDP(PretrainMethod):
             (self.h_evt, self.momentum_h_evt),
             (self.h_img, self.momentum_h_img),
         ]
-
-    # ------------------------------------------------------------------ pictures
-    def _log_views(self, out: dict[str, Tensor]) -> None:
-        """Pictures of both masked views for the first samples of the batch (no-op without a logger)."""
-        from evssl.callbacks.method_media import log_ecdp_views, should_log_pictures
-
-        if should_log_pictures(self, self.log_views_every_n_epochs):
-            log_ecdp_views(self, out, self.patch_size, self.log_views_num_samples)

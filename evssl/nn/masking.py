@@ -56,6 +56,26 @@ def conditional_keep_index(
     return keep.sort(dim=1).values
 
 
+def num_keep_patches(height: int, width: int, patch_size: int, mask_ratio: float) -> int:
+    """Patches an ECDP view keeps: ``int(N · (1 - mask_ratio))`` (at least 1), N the patch count of the view."""
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"ECDP view {height}x{width} is not a multiple of the patch size {patch_size}")
+    n = (height // patch_size) * (width // patch_size)
+    return max(1, int(n * (1.0 - mask_ratio)))
+
+
+def event_image_keep_index(
+    view: Tensor, patch_size: int, mask_ratio: float, form: str = "paper", generator: torch.Generator | None = None
+) -> Tensor:
+    """Conditional masking (ECDP Eq. 1) of a signed event-image view (B, C, H, W): indices (B, K) of the kept patches,
+    K = :func:`num_keep_patches`. The density is computed on the normalised counts ``(x + 1) / 2`` in [0, 1) (empty
+    pixels contribute 0; the official code's ``x/2 + 0.5``)."""
+    counts = ((view.detach().float() + 1.0) * 0.5).clamp_min(0.0)
+    density = patch_density(counts, patch_size)
+    k = num_keep_patches(int(view.shape[-2]), int(view.shape[-1]), patch_size, mask_ratio)
+    return conditional_keep_index(density, k, form=form, generator=generator)
+
+
 def random_keep_index(batch: int, num_tokens: int, num_keep: int, device: torch.device | str = "cpu") -> Tensor:
     """Uniform random subset of ``num_keep`` tokens per sample (MAE), ascending, (B, num_keep)."""
     noise = torch.rand(batch, num_tokens, device=device)
