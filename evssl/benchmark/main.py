@@ -10,8 +10,9 @@ Outputs under the grid's ``out_dir`` (default ``runs/benchmark/<name>``):
 * ``chart.png`` — the same as bars with ± std error bars;
 * ``curves.md`` / ``curves.csv`` / ``curves.png`` — linear-probe accuracy at every pre-training checkpoint
   (random init = step 0, supervised from scratch = the ceiling);
-* ``records.csv`` — every (backbone, seed, step) probe result; ``runs/<name>/seed<k>/`` — the per-run CSV log
-  (``metrics.csv``), resolved fit config, exported backbones and cached stage results.
+* ``records.csv`` — every (backbone, seed, step) probe result; ``runs/<name>/seed<k>/`` — the cached stage results
+  and, in ``<key>/`` (the hash of the run's config), the per-run CSV log (``metrics.csv``), resolved fit config and
+  exported backbones.
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ Caching: every (method, seed, stage) writes ``<out>/runs/<method>/seed<k>/<stage
 ``probe_step<N>``, ``vo_step<N>``, ``dense_<mode>_step<N>``) atomically, keyed by a
 hash of everything that determines it (the resolved fit config, budget, probe protocol); a rerun skips every stage
 whose key matches, so an interrupted benchmark resumes at the first unfinished stage (an interrupted pre-training
-restarts from step 0) and a finished one re-prints its tables instantly. Per-run CSV logs
-(``metrics.csv``) and the resolved fit config (``config.yaml``) sit beside the stage files.
+restarts from step 0) and a finished one re-prints its tables instantly. What a pre-training writes (the CSV log
+``metrics.csv``, the resolved fit config ``config.yaml``, the exported backbones, the dense runs) goes to a folder
+named by its key, ``seed<k>/<key>/``, so a run under a changed config never overwrites the files of another; the
+stage files in ``seed<k>/`` point at the current key's files.
 """
 
 from __future__ import annotations
@@ -355,14 +357,19 @@ class BenchmarkRunner:
 
     def _loggers(self, run_dir: Path) -> list[Any]:
         """CSV log in the run folder; with ``wandb: true`` in the grid also a W&B run (offline unless
-        ``WANDB_MODE=online``) named ``<grid>/<method>/seed<k>``."""
+        ``WANDB_MODE=online``) named ``<grid>/<method>/seed<k>`` (``/dense_<mode>`` for a dense stage)."""
         from lightning.pytorch.loggers import CSVLogger
 
         loggers: list[Any] = [CSVLogger(str(run_dir), name="", version="")]
         if self.grid.wandb:
             from lightning.pytorch.loggers import WandbLogger
 
-            name = f"{self.grid.name}/" + "/".join(run_dir.parts[-2:])
+            try:  # <method>/seed<k>[/dense_<mode>], without the key folder
+                rel = run_dir.resolve().relative_to((self.root / "runs").resolve()).parts
+                parts = rel[:2] + rel[3:]
+            except ValueError:
+                parts = run_dir.parts[-2:]
+            name = f"{self.grid.name}/" + "/".join(parts)
             loggers.append(WandbLogger(save_dir=str(run_dir), project="evssl-benchmark", name=name))
             from evssl.cli_lightning import prepare_wandb_loggers
 
@@ -480,10 +487,11 @@ class BenchmarkRunner:
         row["reason"] = f"failed on seed {seed}{where}: {type(root).__name__}: {msg}"
         self.log(f"evssl benchmark: {row['name']} seed {seed} failed ({row['reason']}); see {run_dir}")
 
-    def _dense_stages(self, r: dict[str, Any], seed: int, run_dir: Path, key: str, pre: dict[str, Any],
-                      records: list[dict[str, Any]], bar: Any) -> bool:  # fmt: skip
-        """The ``eval.dense`` stages of one (row, seed) on its final export (``dense_<mode>_step<N>.json``);
-        False when one failed (the row's reason says why)."""
+    def _dense_stages(self, r: dict[str, Any], seed: int, run_dir: Path, work: Path, key: str,
+                      pre: dict[str, Any], records: list[dict[str, Any]], bar: Any) -> bool:  # fmt: skip
+        """The ``eval.dense`` stages of one (row, seed) on its final export (``run_dir/dense_<mode>_step<N>.json``;
+        the dense runs' files under ``work``, the pre-training key's folder); False when one failed (the row's
+        reason says why)."""
         spec = self.grid.eval.dense
         if spec is None:
             return True
@@ -496,9 +504,9 @@ class BenchmarkRunner:
             res = _read_json(stage_path)
             if res is None or res.get("key") != dkey:
                 try:
-                    res = self._dense(pre["exports"][str(step)], seed, mode, run_dir / f"dense_{mode}")
+                    res = self._dense(pre["exports"][str(step)], seed, mode, work / f"dense_{mode}")
                 except Exception as err:
-                    self._failed(r, seed, err, run_dir / f"dense_{mode}", f"dense {mode}")
+                    self._failed(r, seed, err, work / f"dense_{mode}", f"dense {mode}")
                     bar.update(len(spec.modes) - i)
                     return False
                 res["key"] = dkey
@@ -553,17 +561,18 @@ class BenchmarkRunner:
                 key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics}
                             | ({"model": True} if vo else {}))  # fmt: skip
                 bar.set_postfix_str(f"{r['name']} seed {seed}: pre-train")
+                work = run_dir / key  # this key's own files: a changed config never overwrites another's
                 pre_path = run_dir / "pretrain.json"
                 pre = _read_json(pre_path)
                 files = [*pre["exports"].values(), *([pre.get("model", "")] if vo else [])] if pre else []
                 if pre is None or pre.get("key") != key or not all(Path(p).is_file() for p in files):
                     try:
                         if r["kind"] == RANDOM:
-                            pre = self._random_export(seed, run_dir)
+                            pre = self._random_export(seed, work)
                         else:
-                            pre = self._train(cfg, run_dir, int(r["steps"]), points, False, r["kind"] == "method", vo)
+                            pre = self._train(cfg, work, int(r["steps"]), points, False, r["kind"] == "method", vo)
                     except Exception as err:  # one failing method must not sink the grid: its row says why
-                        self._failed(r, seed, err, run_dir)
+                        self._failed(r, seed, err, work)
                         bar.update(stages(r, points))
                         continue
                     pre["key"] = key
@@ -581,7 +590,7 @@ class BenchmarkRunner:
                     records.append({"name": r["name"], "label": r["label"], "kind": r["kind"], "task": "probe",
                                     "seed": seed, "step": step, "pretrain_s": pre["wall_s"], **res})  # fmt: skip
                     bar.update(1)
-                if not self._dense_stages(r, seed, run_dir, key, pre, records, bar):
+                if not self._dense_stages(r, seed, run_dir, work, key, pre, records, bar):
                     bar.update(int(vo))
                     continue
                 if vo:
@@ -591,9 +600,9 @@ class BenchmarkRunner:
                     res = _read_json(stage_path)
                     if res is None or res.get("key") != vkey:
                         try:
-                            res = self._vo(cfg, run_dir, pre["model"], seed)
+                            res = self._vo(cfg, work, pre["model"], seed)
                         except Exception as err:
-                            self._failed(r, seed, err, run_dir, "online VO")
+                            self._failed(r, seed, err, work, "online VO")
                             bar.update(1)
                             continue
                         res["key"] = vkey

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -46,11 +47,12 @@ def test_dense_stage_frozen_and_finetuned_per_backbone(tmp_path: Path) -> None:
     for r in dense.values():
         for mode in ("frozen", "finetune"):
             assert 0.0 <= r[f"dense_{mode}"] <= 1.0 and math.isfinite(r[f"dense_{mode}"])
-    run = tmp_path / "out" / "runs" / "supervised" / "seed0"
+    pre = json.loads((tmp_path / "out" / "runs" / "supervised" / "seed0" / "pretrain.json").read_text())
+    run = tmp_path / "out" / "runs" / "supervised" / "seed0" / pre["key"]
     frozen = yaml.safe_load((run / "dense_frozen" / "config.yaml").read_text())["model"]["init_args"]
     tuned = yaml.safe_load((run / "dense_finetune" / "config.yaml").read_text())["model"]["init_args"]
     assert frozen["freeze_backbone"] is True and tuned["freeze_backbone"] is False
-    assert frozen["pretrained"].endswith("supervised/seed0/backbone_step2.pt")
+    assert frozen["pretrained"].endswith(f"supervised/seed0/{pre['key']}/backbone_step2.pt")
     assert frozen["backbone"] == grid.backbone  # the grid's backbone replaces the config's Swin
     md = write_outputs(grid, result)["results.md"].read_text()
     assert "| dense head | frozen miou (%) | Δ vs random (± SE) | fine-tuned miou (%) |" in md

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -44,6 +45,14 @@ def test_smoke_table(smoke_out: Path) -> None:
         assert 0.0 <= float(table[name]["linear_mean"]) <= 1.0
 
 
+def _work_dir(run_dir: Path) -> Path:
+    """The folder of the run's current key (``pretrain.json`` names it), where its logs and exports are."""
+    pre = json.loads((run_dir / "pretrain.json").read_text())
+    work = run_dir / pre["key"]
+    assert all(Path(p).parent == work for p in pre["exports"].values())
+    return work
+
+
 def test_smoke_curves_charts_and_logs(smoke_out: Path) -> None:
     with open(smoke_out / "curves.csv") as f:
         curves = list(csv.DictReader(f))
@@ -52,9 +61,9 @@ def test_smoke_curves_charts_and_logs(smoke_out: Path) -> None:
     for png in ("chart.png", "curves.png"):
         with Image.open(smoke_out / png) as img:
             assert img.format == "PNG" and img.size[0] >= 400
-    log = smoke_out / "runs" / "brave" / "seed0" / "metrics.csv"
-    assert "train/loss" in log.read_text().splitlines()[0]
-    assert (smoke_out / "runs" / "brave" / "seed0" / "backbone_step12.json").is_file()
+    work = _work_dir(smoke_out / "runs" / "brave" / "seed0")
+    assert "train/loss" in (work / "metrics.csv").read_text().splitlines()[0]
+    assert (work / "backbone_step12.json").is_file()
 
 
 def test_finished_grid_reprints_from_cache_and_resumes_a_stage(smoke_out: Path, monkeypatch, capsys) -> None:
@@ -76,6 +85,40 @@ def test_finished_grid_reprints_from_cache_and_resumes_a_stage(smoke_out: Path, 
     assert main(["--config", str(SMOKE), "--out", str(smoke_out), "--no-progress"]) == 0
     assert len(calls) == 1 and calls[0].endswith("backbone_step6.pt")
     assert (smoke_out / "results.md").read_text() == before
+
+
+def test_a_changed_config_trains_into_its_own_folder(tmp_path: Path, monkeypatch) -> None:
+    """A re-run under a changed config (even one that only spells a path differently) must not overwrite the
+    files of the earlier run: each key trains into its own folder, and the stage files point at the current one."""
+
+    def fake_train(self, cfg, run_dir, steps, export_steps, with_zero, pretraining=True, save_model=False,
+                   test=False):  # fmt: skip
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.csv").write_text(json.dumps(cfg, sort_keys=True, default=str))
+        exports = {}
+        for s in export_steps:
+            (run_dir / f"backbone_step{s}.pt").write_text(str(s))
+            exports[str(s)] = str(run_dir / f"backbone_step{s}.pt")
+        return {"wall_s": 0.0, "exports": exports, "global_step": steps}
+
+    probed: list[str] = []
+    monkeypatch.setattr(BenchmarkRunner, "_train", fake_train)
+    monkeypatch.setattr(BenchmarkRunner, "_probe", lambda self, p: probed.append(p) or {"linear": 0.5, "knn": 0.5})
+    grid = load_grid(SMOKE, tmp_path / "out")
+    BenchmarkRunner(grid, progress=False, keep_going=False).run()
+    run = tmp_path / "out" / "runs" / "brave" / "seed0"
+    first = json.loads((run / "pretrain.json").read_text())["key"]
+    log = (run / first / "metrics.csv").read_text()
+    grid.methods[0].overrides["trainer.log_every_n_steps"] = 3  # a different config -> a different key
+    probed.clear()
+    BenchmarkRunner(grid, progress=False, keep_going=False).run()
+    second = json.loads((run / "pretrain.json").read_text())["key"]
+    assert second != first
+    assert (run / first / "metrics.csv").read_text() == log  # the earlier run's files are intact
+    assert sorted(p.name for p in (run / first).glob("backbone_step*.pt")) == sorted(
+        p.name for p in (run / second).glob("backbone_step*.pt")
+    )
+    assert len(probed) == 4 and all(Path(p).parent == run / second for p in probed)  # brave's 4 points re-probed
 
 
 def test_grid_errors_name_file_and_field(tmp_path: Path) -> None:
