@@ -37,6 +37,8 @@
       - name: brave                   # a registry entry (evssl.benchmark.registry.METHODS)
         config: experiments/smoke/brave.yaml   # default: the entry's config
         overrides: {model.init_args.proj_dim: 64}   # dotted keys into that fit config
+      - name: meta_vo
+        skip: "~1 h per seed on CPU"  # a row with this reason instead of a run (a budget, stated; never silent)
 
 Errors name the file and the field.
 """
@@ -83,6 +85,7 @@ class MethodSpec:
     config: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    skip: str | None = None  # not run in this grid, for this stated reason (shown in the table)
 
 
 @dataclass
@@ -203,10 +206,15 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> GridConfig
             m = {"name": m}
         if not isinstance(m, dict) or "name" not in m:
             raise GridConfigError(f"{where}: methods[{i}] must be a name or a mapping with 'name', got {m!r}")
-        unknown = set(m) - {"name", "config", "overrides", "label"}
+        unknown = set(m) - {"name", "config", "overrides", "label", "skip"}
         if unknown:
             raise GridConfigError(f"{where}: methods[{i}] has unknown fields {sorted(unknown)}")
-        methods.append(MethodSpec(str(m["name"]), m.get("config"), dict(m.get("overrides") or {}), m.get("label")))
+        skip = m.get("skip")
+        if skip is not None and (not isinstance(skip, str) or not skip.strip()):
+            raise GridConfigError(f"{where}: methods[{i}].skip must be a non-empty reason string, got {skip!r}")
+        methods.append(
+            MethodSpec(str(m["name"]), m.get("config"), dict(m.get("overrides") or {}), m.get("label"), skip)
+        )
     sup_raw = raw.get("supervised", {})
     supervised = None if sup_raw is False or sup_raw is None else RunSpec(**dict(sup_raw))
     ev_raw = dict(raw.get("eval") or {})

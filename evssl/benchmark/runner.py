@@ -461,7 +461,7 @@ class BenchmarkRunner:
             entry: MethodEntry | None = METHODS.get(m.name)
             if entry is None:
                 raise ValueError(f"{g.path}: methods: unknown method {m.name!r}; known: {sorted(METHODS)}")
-            reason = unavailable_reason(entry, g.backbone_family, caps)
+            reason = unavailable_reason(entry, g.backbone_family, caps) or (m.skip and f"skipped: {m.skip}")
             rows.append({"name": m.name, "label": m.label or entry.title, "kind": "method", "entry": entry,
                          "config": m.config or entry.config, "overrides": m.overrides, "steps": g.steps,
                          "reason": reason})  # fmt: skip

@@ -20,6 +20,7 @@ to ``None`` = "the preset's value" and are filled by :func:`apply_preset`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ from evssl.nn.probe import DEFAULT_PROBE, OnlineProbe, ProbeConfig
 from evssl.optim import EmaConfig, OptimConfig, configure_optimization
 from evssl.utils.hparams import as_config, batch_size_of, class_config, save_hparams
 
-__all__ = ["PretrainMethod", "SSLOutput", "apply_preset"]
+__all__ = ["PretrainMethod", "SSLOutput", "apply_preset", "recipe_default"]
 
 T = TypeVar("T")
 
@@ -74,6 +75,16 @@ def apply_preset(options: T, presets: Mapping[str, Mapping[str, Any]], preset: s
         if getattr(options, f.name) is None and f.name in table
     }
     return dataclasses.replace(options, **filled)  # type: ignore[type-var]
+
+
+def recipe_default(recipes: Mapping[str, Mapping[str, Any]], preset: str, group: str, fallback: T) -> T:
+    """The default of option group ``group`` (used where the config leaves the group out) under ``preset``.
+
+    ``recipes[preset][group]`` where the preset has a recipe for that group (the ``small`` presets: a
+    small-budget optimiser, EMA or loss recipe), else ``fallback`` (the method's paper/official default). A copy, so
+    a method never mutates the shared table.
+    """
+    return copy.deepcopy(recipes.get(preset, {}).get(group, fallback))
 
 
 class PretrainMethod(FrozenInEval):

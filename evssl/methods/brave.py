@@ -58,13 +58,13 @@ from torch import Tensor, nn
 
 from evssl.data.views.brave import NARROW_EVENTS, broad_key
 from evssl.losses.regression import brave_loss, normalized_std
-from evssl.methods.base import PretrainMethod, SSLOutput
+from evssl.methods.base import PretrainMethod, SSLOutput, recipe_default
 from evssl.nn.ema import make_target
 from evssl.nn.heads import byol_predictor, byol_projector
 from evssl.nn.probe import DEFAULT_PROBE, ProbeConfig
 from evssl.optim import EmaConfig, LrRule, OptimConfig, OptimizerName
 
-__all__ = ["BRAVE_PRESETS", "NARROW_EVENTS", "BraVe", "BraVeOptim", "RandConv", "sync_batchnorm_"]
+__all__ = ["BRAVE_PRESETS", "BRAVE_RECIPES", "NARROW_EVENTS", "BraVe", "BraVeOptim", "RandConv", "sync_batchnorm_"]
 
 
 # ======================================================================================================== RandConv
@@ -176,6 +176,17 @@ BRAVE_PRESETS: dict[str, dict[str, Any]] = {
     "official": {"predictor_rule": "gradient"},
     # paper text (§4.1): "the learning rate of the predictor is 10 times the base learning rate"
     "paper": {"predictor_rule": "step"},
+    # evssl's small-budget recipe (switches as ``official``; its optimiser in :data:`BRAVE_RECIPES`)
+    "small": {"predictor_rule": "gradient"},
+}
+
+#: Recipes of the presets that have one: the option groups a preset supplies where the config leaves them out.
+#: ``small`` is NOT the paper's recipe: it is the one evssl's CPU-budget runs use (a few thousand clips, 500-1,500
+#: steps of batch 64): LARS peak lr 10 (not 1.0, which is for batch 512 and 300k steps) and a 1-epoch warm-up (not
+#: 10) — the recipe of ``experiments/brave/synthetic_small.yaml`` and ``benchmarks/brave_probe.py``, set for a
+#: ~500-step schedule, never tuned on a test split; the README's benchmark section has what it reaches.
+BRAVE_RECIPES: dict[str, dict[str, Any]] = {
+    "small": {"optim": BraVeOptim(lr=10.0, warmup_epochs=1.0)},
 }
 
 
@@ -196,7 +207,8 @@ class BraVe(PretrainMethod):
         predictor_rule: where the ×10 acts: ``"gradient"`` (official: the gradient before LARS, so the trust ratio
             cancels it for weight matrices and it only weakens their weight decay) or ``"step"`` (the paper's
             "learning rate ×10": the update after the trust ratio). ``None`` = the preset's.
-        preset: ``"official"`` (default) or ``"paper"`` (:data:`BRAVE_PRESETS`).
+        preset: ``"official"`` (default), ``"paper"`` or ``"small"`` (:data:`BRAVE_PRESETS`; ``small`` also supplies
+            the optimiser recipe of :data:`BRAVE_RECIPES` where ``optim`` is left out).
         ema_target: ablation — targets from EMA copies of backbones and projector (BYOL style) instead of the
             online networks; momentum ``ema.momentum → ema.momentum_end``. Off in BraVe.
         sync_batchnorm: convert every BatchNorm to SyncBatchNorm when ``trainer.world_size > 1``.
@@ -215,16 +227,17 @@ class BraVe(PretrainMethod):
         randconv_p: float = 1.0,
         predictor_lr_scale: float = 10.0,
         predictor_rule: Literal["step", "gradient"] | None = None,
-        preset: Literal["official", "paper"] = "official",
+        preset: Literal["official", "paper", "small"] = "official",
         ema_target: bool = False,
         sync_batchnorm: bool = True,
         optim: BraVeOptim | None = None,
         ema: EmaConfig | None = None,
         probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        super().__init__(backbone, optim, ema, probe, default_optim=BraVeOptim(), default_ema=EmaConfig(0.99))
+        default_optim = recipe_default(BRAVE_RECIPES, _check_preset(preset), "optim", BraVeOptim())
+        super().__init__(backbone, optim, ema, probe, default_optim=default_optim, default_ema=EmaConfig(0.99))
         if predictor_rule is None:
-            predictor_rule = BRAVE_PRESETS[_check_preset(preset)]["predictor_rule"]
+            predictor_rule = BRAVE_PRESETS[preset]["predictor_rule"]
         if predictor_rule not in ("step", "gradient"):
             raise ValueError(f"BraVe: predictor_rule must be 'step' or 'gradient', got {predictor_rule!r}")
         self.predictor_rule = predictor_rule

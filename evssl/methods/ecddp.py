@@ -91,9 +91,10 @@ from evssl.losses.ecddp import (
     patch_loss,
     sinkhorn_targets,
 )
-from evssl.methods.base import PretrainMethod, SSLOutput
+from evssl.methods.base import PretrainMethod, SSLOutput, recipe_default
 from evssl.methods.ecddp_options import (
     ECDDP_PRESETS,
+    ECDDP_RECIPES,
     ECDDPContext,
     ECDDPCrops,
     ECDDPHeads,
@@ -127,8 +128,10 @@ class ECDDP(PretrainMethod):
             (``ECDDPHeads``, ``ECDDPCrops``, ``ECDDPMasking``, ``ECDDPContext``, ``ECDDPLoss``, ``ECDDPSwin``); their
             ``None`` switch fields take the preset's values.
         patch_embed_lr_scale: lr multiplier of the patch embedding (0.2).
-        preset: ``"official"`` (default) or ``"paper"`` (:data:`~evssl.methods.ecddp_options.ECDDP_PRESETS`): Swin
-            windows, mask counting and the weight-decay groups.
+        preset: ``"official"`` (default), ``"paper"`` or ``"small"``
+            (:data:`~evssl.methods.ecddp_options.ECDDP_PRESETS`): Swin windows, mask counting and the weight-decay
+            groups; ``small`` (the official switches) also supplies the ``optim`` and ``loss`` recipes of
+            :data:`~evssl.methods.ecddp_options.ECDDP_RECIPES` where they are left out.
         optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to
             :class:`~evssl.methods.ecddp_options.ECDDPOptim`, ``ema`` to 0.992 -> 1.
     """
@@ -143,12 +146,15 @@ class ECDDP(PretrainMethod):
         loss: ECDDPLoss | None = None,
         swin: ECDDPSwin | None = None,
         patch_embed_lr_scale: float = 0.2,
-        preset: Literal["official", "paper"] = "official",
+        preset: Literal["official", "paper", "small"] = "official",
         optim: ECDDPOptim | None = None,
         ema: EmaConfig | None = None,
         probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        super().__init__(backbone, optim, ema, probe, default_optim=ECDDPOptim(), default_ema=EmaConfig(0.992))
+        if preset not in ECDDP_PRESETS:
+            raise ValueError(f"ECDDP: unknown preset {preset!r}; expected one of {sorted(ECDDP_PRESETS)}")
+        default_optim = recipe_default(ECDDP_RECIPES, preset, "optim", ECDDPOptim())
+        super().__init__(backbone, optim, ema, probe, default_optim=default_optim, default_ema=EmaConfig(0.992))
         self.optim, self.masking, self.swin = ecddp_preset(
             preset, self.optim, as_config(ECDDPMasking, masking), as_config(ECDDPSwin, swin)
         )
@@ -156,7 +162,7 @@ class ECDDP(PretrainMethod):
         self.heads = h = as_config(ECDDPHeads, heads)
         self.crops = as_config(ECDDPCrops, crops)
         self.context = as_config(ECDDPContext, context)
-        self.loss_config = as_config(ECDDPLoss, loss)
+        self.loss_config = as_config(ECDDPLoss, loss, recipe_default(ECDDP_RECIPES, preset, "loss", None))
         self.patch_embed_lr_scale = float(patch_embed_lr_scale)
         set_window_padding_(backbone, self.swin.padding)
         channels = getattr(backbone, "feature_channels", None)

@@ -80,8 +80,8 @@ from torch import Tensor, nn
 from evssl.callbacks.method_media import log_ecdp_views, should_log_pictures
 from evssl.losses.contrastive import info_nce
 from evssl.losses.ecdp import distribution_alignment_loss, embedding_projection
-from evssl.methods.base import PretrainMethod, SSLOutput
-from evssl.methods.ecdp_options import ECDP_PRESETS, ECDPOptim, ecdp_switches
+from evssl.methods.base import PretrainMethod, SSLOutput, recipe_default
+from evssl.methods.ecdp_options import ECDP_PRESETS, ECDP_RECIPES, ECDPOptim, ecdp_switches
 from evssl.nn.checkpoints import load_mocov3_init
 from evssl.nn.crops import random_resized_crop_nearest
 from evssl.nn.ema import make_target
@@ -128,8 +128,10 @@ class ECDP(PretrainMethod):
         init_checkpoint: a local MoCo-v3 ViT checkpoint to start from, as ECDP does (supp.: +3.16 linear probe):
             see :func:`evssl.nn.checkpoints.mocov3_init_state` for what is loaded where. The momentum encoder starts
             as its copy.
-        preset: ``"official"`` (default: the official code) or ``"paper"`` (:data:`ECDP_PRESETS`): sets
-            ``mask_form``, ``rgb_key_grad`` and, without an explicit ``optim``, the weight-decay policy.
+        preset: ``"official"`` (default: the official code), ``"paper"`` or ``"small"`` (:data:`ECDP_PRESETS`):
+            sets ``mask_form``, ``rgb_key_grad`` and, without an explicit ``optim``, the weight-decay policy;
+            ``small`` (the official switches) also supplies the optimiser recipe of
+            :data:`~evssl.methods.ecdp_options.ECDP_RECIPES` where ``optim`` is left out.
         optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to :class:`ECDPOptim`,
             ``ema`` to 0.99 -> 1.
     """
@@ -163,13 +165,14 @@ class ECDP(PretrainMethod):
         log_views_every_n_epochs: int = 1,
         log_views_num_samples: int = 4,
         init_checkpoint: str | None = None,
-        preset: Literal["official", "paper"] = "official",
+        preset: Literal["official", "paper", "small"] = "official",
         optim: ECDPOptim | None = None,
         ema: EmaConfig | None = None,
         probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        super().__init__(backbone, optim, ema, probe, default_optim=ECDPOptim(), default_ema=EmaConfig(0.99))
         switches = ecdp_switches(preset, mask_form, rgb_key_grad, sinkhorn_ranks, kl_form)
+        default_optim = recipe_default(ECDP_RECIPES, preset, "optim", ECDPOptim())
+        super().__init__(backbone, optim, ema, probe, default_optim=default_optim, default_ema=EmaConfig(0.99))
         mask_form, rgb_key_grad = switches["mask_form"], switches["rgb_key_grad"]
         self.sinkhorn_ranks = switches["sinkhorn_ranks"]
         if self.optim.no_decay is None:

@@ -55,8 +55,8 @@ def test_grid_fit_configs_parse_and_instantiate(path: Path, tiny_store: Path, tm
     assert [r["kind"] for r in rows].count(RANDOM) == 1
     built = []
     for row in rows:
-        if row["reason"] is not None:  # the runner does not run it either (backbone family, module missing)
-            continue
+        if row["reason"] is not None and not row["reason"].startswith("skipped: "):
+            continue  # the runner cannot run it (backbone family, module missing); a budget skip is still checked
         if row["kind"] == RANDOM:
             backbone = runner._instantiate(runner.random_backbone_config(), torch.nn.Module)
             assert backbone.in_chans == runner.in_channels()
@@ -84,3 +84,17 @@ def test_expand_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EVB_X", "/data")
     monkeypatch.delenv("EVB_Y", raising=False)
     assert expand_env("${EVB_X}/a.h5 ${EVB_Y:-runs/b.h5} ${EVB_Y}") == "/data/a.h5 runs/b.h5 "
+
+
+def test_a_skipped_method_is_a_row_with_its_reason_and_a_bad_skip_is_refused(tmp_path: Path) -> None:
+    from evssl.benchmark.config import GridConfigError
+
+    grid = load_grid(REPO / "experiments" / "benchmark" / "smoke.yaml", tmp_path / "out")
+    grid.methods[0].skip = "costs an hour"
+    row = next(r for r in BenchmarkRunner(grid, progress=False).plan() if r["name"] == grid.methods[0].name)
+    assert row["reason"] == "skipped: costs an hour"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "experiments" / "benchmark" / "smoke.yaml").read_text().replace(
+        "  - name: brave", "  - name: brave\n    skip: 3", 1))  # fmt: skip
+    with pytest.raises(GridConfigError, match=r"bad\.yaml: methods\[\d\]\.skip must be a non-empty reason"):
+        load_grid(bad, tmp_path / "out2")

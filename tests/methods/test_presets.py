@@ -82,3 +82,47 @@ def test_transfer_crop_normalises_the_crop_of_raw_counts() -> None:
     assert not torch.allclose(old, crop_first)  # the pre-v2 order normalises by the full window's max
     with pytest.raises(ValueError, match="needs an EventImage"):
         RandomResizedCropNearest(VoxelGrid(3))
+
+
+def test_small_presets_keep_the_official_switches_and_supply_their_recipes() -> None:
+    """``small``: the official switches everywhere; its recipe fills only the option groups the config leaves out."""
+    from evssl.methods.brave import BRAVE_PRESETS, BraVeOptim
+    from evssl.methods.ecddp_options import ECDDPLoss, ECDDPOptim
+    from evssl.methods.ecdp_options import ECDPOptim
+    from tests.methods.test_brave import tiny_brave
+
+    brave, brave_official = tiny_brave(preset="small"), tiny_brave()
+    assert BRAVE_PRESETS["small"] == BRAVE_PRESETS["official"]
+    assert brave.predictor_rule == brave_official.predictor_rule == "gradient"
+    assert (brave.optim.name, brave.optim.lr, brave.optim.warmup_epochs) == ("lars", 10.0, 1.0)
+    assert (brave_official.optim.lr, brave_official.optim.warmup_epochs) == (1.0, 10.0)  # the paper's recipe
+    assert brave.optim.lr_rules == brave_official.optim.lr_rules  # predictor x10 appended once, as official
+    assert tiny_brave(preset="small", optim=BraVeOptim(lr=2.0)).optim.lr == 2.0  # a given group wins
+
+    ecdp, ecdp_official = tiny_ecdp(preset="small"), tiny_ecdp()
+    switches = ("mask_form", "rgb_key_grad", "sinkhorn_ranks")
+    assert [getattr(ecdp, k) for k in switches] == [getattr(ecdp_official, k) for k in switches]
+    assert (ecdp.optim.lr, ecdp.optim.weight_decay, ecdp.optim.warmup_epochs) == (4e-3, 0.05, 3.0)
+    assert ecdp.optim.no_decay == ecdp_official.optim.no_decay == ()
+    assert tiny_ecdp(preset="small", optim=ECDPOptim()).optim.lr == ECDPOptim().lr
+
+    def ecddp_without_loss_group(**kw):  # tiny groups, the loss group left out (so the preset supplies it)
+        from tests.methods.test_ecddp import GROUPS, TINY, tiny_swin
+
+        groups = {name: cls(**TINY.get(name, {})) for name, cls in GROUPS.items() if name != "loss"}
+        return ECDDP(tiny_swin(), **groups, **kw)
+
+    from evssl.methods import ECDDP
+
+    ecddp, ecddp_official = ecddp_without_loss_group(preset="small"), ecddp_without_loss_group()
+    assert ecddp.swin == ecddp_official.swin and ecddp.masking == ecddp_official.masking
+    assert ecddp.optim.lr == 2e-3 and ecddp_official.optim.lr == ECDDPOptim().lr
+    assert (ecddp.loss_config.teacher_temp, ecddp.loss_config.warmup_teacher_temp) == (0.04, 0.04)
+    assert ecddp_official.loss_config == ECDDPLoss()
+    assert tiny_ecddp(preset="small", loss={"teacher_temp": 0.07}).loss_config.teacher_temp == 0.07
+    ecddp.optim.lr = 1.0  # a method never mutates the shared recipe table
+    ecddp.loss_config.teacher_temp = 1.0
+    again = ecddp_without_loss_group(preset="small")
+    assert (again.optim.lr, again.loss_config.teacher_temp) == (2e-3, 0.04)
+    with pytest.raises(ValueError, match="unknown preset"):
+        tiny_ecddp(preset="large")
