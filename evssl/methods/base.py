@@ -25,7 +25,7 @@ import dataclasses
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,10 @@ class PretrainMethod(FrozenInEval):
         probe: the online probe (:class:`~evssl.nn.probe.ProbeConfig`; ``probe.classes`` linked from
             ``data.num_classes``).
     """
+
+    #: ``{preset: {option group: default}}``: the groups a preset supplies where the config leaves them out
+    #: (:func:`recipe_default`); ``{}`` for a method whose presets are switches only.
+    RECIPES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(
         self,

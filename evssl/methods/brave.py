@@ -215,6 +215,8 @@ class BraVe(PretrainMethod):
         optim, ema, probe: :class:`~evssl.methods.base.PretrainMethod`; ``optim`` defaults to :class:`BraVeOptim`.
     """
 
+    RECIPES = BRAVE_RECIPES
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -234,7 +236,7 @@ class BraVe(PretrainMethod):
         ema: EmaConfig | None = None,
         probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
-        default_optim = recipe_default(BRAVE_RECIPES, _check_preset(preset), "optim", BraVeOptim())
+        default_optim = recipe_default(self.RECIPES, _check_preset(preset), "optim", BraVeOptim())
         super().__init__(backbone, optim, ema, probe, default_optim=default_optim, default_ema=EmaConfig(0.99))
         if predictor_rule is None:
             predictor_rule = BRAVE_PRESETS[preset]["predictor_rule"]

@@ -136,6 +136,8 @@ class ECDDP(PretrainMethod):
             :class:`~evssl.methods.ecddp_options.ECDDPOptim`, ``ema`` to 0.992 -> 1.
     """
 
+    RECIPES = ECDDP_RECIPES
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -153,7 +155,7 @@ class ECDDP(PretrainMethod):
     ) -> None:
         if preset not in ECDDP_PRESETS:
             raise ValueError(f"ECDDP: unknown preset {preset!r}; expected one of {sorted(ECDDP_PRESETS)}")
-        default_optim = recipe_default(ECDDP_RECIPES, preset, "optim", ECDDPOptim())
+        default_optim = recipe_default(self.RECIPES, preset, "optim", ECDDPOptim())
         super().__init__(backbone, optim, ema, probe, default_optim=default_optim, default_ema=EmaConfig(0.992))
         self.optim, self.masking, self.swin = ecddp_preset(
             preset, self.optim, as_config(ECDDPMasking, masking), as_config(ECDDPSwin, swin)
@@ -162,7 +164,7 @@ class ECDDP(PretrainMethod):
         self.heads = h = as_config(ECDDPHeads, heads)
         self.crops = as_config(ECDDPCrops, crops)
         self.context = as_config(ECDDPContext, context)
-        self.loss_config = as_config(ECDDPLoss, loss, recipe_default(ECDDP_RECIPES, preset, "loss", None))
+        self.loss_config = as_config(ECDDPLoss, loss, recipe_default(self.RECIPES, preset, "loss", None))
         self.patch_embed_lr_scale = float(patch_embed_lr_scale)
         set_window_padding_(backbone, self.swin.padding)
         channels = getattr(backbone, "feature_channels", None)

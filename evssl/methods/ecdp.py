@@ -136,6 +136,8 @@ class ECDP(PretrainMethod):
             ``ema`` to 0.99 -> 1.
     """
 
+    RECIPES = ECDP_RECIPES
+
     def __init__(
         self,
         backbone: nn.Module,
@@ -171,7 +173,7 @@ class ECDP(PretrainMethod):
         probe: ProbeConfig | None = DEFAULT_PROBE,
     ) -> None:
         switches = ecdp_switches(preset, mask_form, rgb_key_grad, sinkhorn_ranks, kl_form)
-        default_optim = recipe_default(ECDP_RECIPES, preset, "optim", ECDPOptim())
+        default_optim = recipe_default(self.RECIPES, preset, "optim", ECDPOptim())
         super().__init__(backbone, optim, ema, probe, default_optim=default_optim, default_ema=EmaConfig(0.99))
         mask_form, rgb_key_grad = switches["mask_form"], switches["rgb_key_grad"]
         self.sinkhorn_ranks = switches["sinkhorn_ranks"]
