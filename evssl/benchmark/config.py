@@ -86,6 +86,13 @@ class MethodSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
     skip: str | None = None  # not run in this grid, for this stated reason (shown in the table)
+    teacher_steps: int | None = None  # a registry teacher stage's budget (default: pretrain.steps)
+    teacher_overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys of the teacher's fit config
+    id: str | None = None  # the row's key (run folder, CSV name) where one method has several rows (default: name)
+
+    @property
+    def key(self) -> str:
+        return self.id or self.name
 
 
 @dataclass
@@ -128,6 +135,7 @@ class EvalSpec:
     batch_size: int = 64
     vo_control: bool = True
     dense: DenseSpec | None = None
+    split: str = "test"  # the probe's evaluation split; "val" (with data.val_split / val_fraction): model selection
 
 
 @dataclass
@@ -206,15 +214,22 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> GridConfig
             m = {"name": m}
         if not isinstance(m, dict) or "name" not in m:
             raise GridConfigError(f"{where}: methods[{i}] must be a name or a mapping with 'name', got {m!r}")
-        unknown = set(m) - {"name", "config", "overrides", "label", "skip"}
+        unknown = set(m) - {"name", "config", "overrides", "label", "skip", "teacher_steps", "teacher_overrides", "id"}
         if unknown:
             raise GridConfigError(f"{where}: methods[{i}] has unknown fields {sorted(unknown)}")
         skip = m.get("skip")
         if skip is not None and (not isinstance(skip, str) or not skip.strip()):
             raise GridConfigError(f"{where}: methods[{i}].skip must be a non-empty reason string, got {skip!r}")
+        tsteps = m.get("teacher_steps")
+        if tsteps is not None and (isinstance(tsteps, bool) or not isinstance(tsteps, int) or tsteps < 1):
+            raise GridConfigError(f"{where}: methods[{i}].teacher_steps must be an integer >= 1, got {tsteps!r}")
         methods.append(
-            MethodSpec(str(m["name"]), m.get("config"), dict(m.get("overrides") or {}), m.get("label"), skip)
-        )
+            MethodSpec(str(m["name"]), m.get("config"), dict(m.get("overrides") or {}), m.get("label"), skip,
+                       tsteps, dict(m.get("teacher_overrides") or {}), m.get("id"))
+        )  # fmt: skip
+        if methods[-1].key in {x.key for x in methods[:-1]} | {"random", "supervised"}:
+            raise GridConfigError(f"{where}: methods[{i}]: row {methods[-1].key!r} appears twice; give each row of "
+                                  "one method its own 'id'")  # fmt: skip
     sup_raw = raw.get("supervised", {})
     supervised = None if sup_raw is False or sup_raw is None else RunSpec(**dict(sup_raw))
     ev_raw = dict(raw.get("eval") or {})
@@ -224,6 +239,11 @@ def load_grid(path: str | Path, out_dir: str | Path | None = None) -> GridConfig
     ev = EvalSpec(**ev_raw)
     ev.dense = _dense(ev_raw.get("dense"), where)
     ev.sampler = _class_cfg(ev.sampler, where, "eval.sampler")
+    if ev.split not in ("test", "val"):
+        raise GridConfigError(f"{where}: field 'eval.split' must be 'test' or 'val', got {ev.split!r}")
+    if ev.split == "val" and (data.get("val_split", "val") is None or float(data.get("val_fraction", 0.1)) <= 0):
+        raise GridConfigError(f"{where}: eval.split 'val' needs data.val_split (a name) and data.val_fraction > 0, "
+                              f"got {data.get('val_split')!r} / {data.get('val_fraction')!r}")  # fmt: skip
     if ev.windows < 1:
         raise GridConfigError(f"{where}: field 'eval.windows' must be >= 1, got {ev.windows}")
     out = Path(out_dir) if out_dir is not None else Path(raw.get("out_dir") or f"runs/benchmark/{name}")

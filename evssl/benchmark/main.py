@@ -45,7 +45,8 @@ def write_outputs(grid: Any, result: dict[str, Any]) -> dict[str, Path]:
     curves = curve_rows(result["rows"], result["records"])
     source = grid.source if grid.source != "synthetic" else f"synthetic {grid.data.get('synthetic_size', 'tiny')}"
     title = (f"Benchmark `{grid.name}` — {source}, backbone {grid.backbone_family}, {grid.steps} pre-training "
-             f"steps, seeds {grid.seeds}; test top-1 per recording ({grid.eval.windows} windows averaged)")  # fmt: skip
+             f"steps, seeds {grid.seeds}; {grid.eval.split} top-1 per recording "
+             f"({grid.eval.windows} windows averaged)")  # fmt: skip
     paths = {
         "results.md": out / "results.md",
         "results.csv": out / "results.csv",

@@ -17,7 +17,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METHODS", "MethodEntry", "register", "store_capabilities", "unavailable_reason"]
+__all__ = ["METHODS", "MethodEntry", "TeacherStage", "register", "store_capabilities", "unavailable_reason"]
+
+
+@dataclass(frozen=True)
+class TeacherStage:
+    """A network the method needs trained first (EvDistill's frame teacher): the benchmark trains it per seed on
+    the grid's source for ``methods[].teacher_steps`` (default: the pre-training budget), caches it as the
+    ``teacher`` stage, tests it on the test split and gives its saved state to the method at ``checkpoint_key``.
+    A grid that sets ``checkpoint_key`` itself (an existing teacher) skips the stage.
+
+    Args:
+        config: the teacher's fit config (``evssl fit --config`` form); the grid's source and seed are forced in,
+            as for every run.
+        checkpoint_key: the method's config key that takes the teacher's saved state.
+        links: ``(method key, teacher key)`` pairs: the teacher's config gets the method config's value, or loses
+            the key (class default on both sides) where the method config has none, so teacher and method build
+            the same network (the method loads the teacher strictly) from the same frames.
+        fixed: dotted keys set on the teacher's config after the links (e.g. its 3-channel representation).
+        metric: the teacher's logged test metric shown in the log (``test/<metric>``).
+    """
+
+    config: str
+    checkpoint_key: str = "model.init_args.teacher_checkpoint"
+    links: tuple[tuple[str, str], ...] = ()
+    fixed: tuple[tuple[str, Any], ...] = ()
+    metric: str = "top1"
 
 
 @dataclass(frozen=True)
@@ -40,6 +65,7 @@ class MethodEntry:
             checkpoint) and ``"vo"`` (the method's online VO loop on the test sequences after the last step,
             with and without online adaptation: :func:`evssl.benchmark.evaluate.online_vo`).
         backbone_keys: dotted config keys set to the grid's backbone config.
+        teacher: a :class:`TeacherStage` trained before the method (``None`` = none).
     """
 
     name: str
@@ -54,6 +80,7 @@ class MethodEntry:
     tasks: tuple[str, ...] = ("probe",)
     backbone_keys: tuple[str, ...] = ("model.init_args.backbone",)
     notes: dict[str, Any] = field(default_factory=dict)
+    teacher: TeacherStage | None = None
 
     @property
     def title(self) -> str:
@@ -75,6 +102,18 @@ def register(entry: MethodEntry) -> MethodEntry:
     METHODS[entry.name] = entry
     return entry
 
+
+# EvDistill's frame teacher: the teacher network, task and head of the EvDistill config, and the frames it distils
+# from (same window, resolution and crop); it reads frames, so its linked in_chans comes from a 3-channel input
+_EVDISTILL_LINKS = [("teacher_backbone", "backbone"), ("task", "task"), ("head", "head"),
+                    ("num_semantic_classes", "num_semantic_classes"), ("ignore_index", "ignore_index")]  # fmt: skip
+_FRAME_INPUT = {"class_path": "evssl.events.representations.VoxelGrid", "init_args": {"bins": 3}}
+EVDISTILL_TEACHER = TeacherStage(
+    "experiments/smoke/evdistill_teacher_cls.yaml",
+    links=tuple((f"model.init_args.{a}", f"model.init_args.{b}") for a, b in _EVDISTILL_LINKS)
+    + tuple((f"data.init_args.sampler.init_args.{k}",) * 2 for k in ("duration_us", "resolution", "crop_size")),
+    fixed=(("data.init_args.representation", _FRAME_INPUT),),
+)
 
 register(MethodEntry("brave", "evssl.methods.brave", "BraVe", "experiments/smoke/brave.yaml", label="BraVe"))
 register(
@@ -109,6 +148,7 @@ register(
         label="EvDistill",
         requires=("frames", "labels"),
         notes={"uses_labels": "distils a frame teacher trained with labels"},
+        teacher=EVDISTILL_TEACHER,
     )
 )
 register(

@@ -11,16 +11,19 @@ For every seed of :class:`~evssl.benchmark.config.GridConfig`:
   trained on the labels for ``supervised.steps`` (default: the same budget), exported;
 
 then every export is probed the same way (:mod:`evssl.benchmark.evaluate`). Methods that cannot run on the grid
-are rows with the reason (:func:`evssl.benchmark.registry.unavailable_reason`). Two further stages where the grid
-asks for them:
+are rows with the reason (:func:`evssl.benchmark.registry.unavailable_reason`). Further stages where the method
+or the grid asks for them:
 
+* **teacher** — a method whose registry entry has a :class:`~evssl.benchmark.registry.TeacherStage` (EvDistill's
+  frame teacher) first trains it per seed (``teacher_steps``, default the same budget; network and frame sampling
+  copied from the method's config), tests it, and pre-trains with its saved state as the method's checkpoint;
 * **online VO** — a method whose registry entry has the ``"vo"`` task (meta-VO) saves its whole trained module and
   runs its online loop on the test sequences, with and without adaptation (:func:`evssl.benchmark.evaluate.online_vo`);
 * **dense head** — with ``eval.dense``, every row's final export is loaded into the dense task's fit config
   (``pretrained``), trained for ``eval.dense.steps`` with the backbone frozen and/or fine-tuned, and tested.
 
 Caching: every (method, seed, stage) writes ``<out>/runs/<method>/seed<k>/<stage>.json`` (``pretrain``,
-``probe_step<N>``, ``vo_step<N>``, ``dense_<mode>_step<N>``) atomically, keyed by a
+``probe_step<N>``, ``vo_step<N>``, ``dense_<mode>_step<N>``, ``teacher``) atomically, keyed by a
 hash of everything that determines it (the resolved fit config, budget, probe protocol); a rerun skips every stage
 whose key matches, so an interrupted benchmark resumes at the first unfinished stage (an interrupted pre-training
 restarts from step 0) and a finished one re-prints its tables instantly. What a pre-training writes (the CSV log
@@ -173,7 +176,10 @@ class BenchmarkRunner:
             batch_size=self.grid.eval.batch_size,
             num_workers=0,
             persistent_workers=False,
-            val_split=None,
+            # the probe trains on the train split and tests on eval.split; with "val", the grid's val_split /
+            # val_fraction hold out part of the train split, as in every training run of the grid
+            val_split=d.get("val_split", "val") if self.grid.eval.split == "val" else None,
+            val_fraction=float(d.get("val_fraction", 0.1)),
             drop_last=False,
             windows_per_recording=self.grid.eval.windows,
         )
@@ -207,7 +213,7 @@ class BenchmarkRunner:
             sampler = self._instantiate(self.grid.eval.sampler)
             dm = self._data_module(sampler)
             out = []
-            for split in ("train", "test"):
+            for split in ("train", dm.val_split if self.grid.eval.split == "val" else "test"):
                 ds = StoreDataset(
                     dm.store_path,
                     dm.split_indices(split),
@@ -451,6 +457,36 @@ class BenchmarkRunner:
         out["wall_s"] = time.time() - t0
         return out
 
+    # --------------------------------------------------------------------------------------------- teacher
+    def teacher_config(self, row: dict[str, Any], seed: int, method_cfg: dict[str, Any]) -> dict[str, Any] | None:
+        """The fit config of ``row``'s teacher stage on ``seed`` given the row's resolved ``method_cfg``; ``None``
+        when the method has no teacher stage or the config already names a teacher checkpoint."""
+        from evssl.benchmark.teacher import get_dotted, link_teacher_config
+
+        stage = row["entry"].teacher if row["kind"] == "method" else None
+        if stage is None or get_dotted(method_cfg, stage.checkpoint_key, None) is not None:
+            return None
+        base = self.fit_config(stage.config, seed, {}, (), False)
+        return link_teacher_config(base, stage, method_cfg, row.get("teacher_overrides") or {})
+
+    def _teacher(self, row: dict[str, Any], seed: int, run_dir: Path, tcfg: dict[str, Any]) -> dict[str, Any]:
+        """Train (or re-read) ``row``'s teacher stage: ``run_dir/teacher.json`` (its key, saved state, test
+        metrics); the run's files under ``run_dir/teacher/<key>/``."""
+        steps = int(row["teacher_steps"])
+        tkey = _hash({"cfg": tcfg, "steps": steps})
+        stage_path = run_dir / "teacher.json"
+        res = _read_json(stage_path)
+        if res is None or res.get("key") != tkey or not Path(res.get("model", "")).is_file():
+            res = self._train(tcfg, run_dir / "teacher" / tkey, steps, [], False, pretraining=False, save_model=True,
+                              test=True)  # fmt: skip
+            res["key"] = tkey
+            _write_json(stage_path, res)
+        metric = f"test/{row['entry'].teacher.metric}"
+        if metric in res.get("test", {}):
+            self.log(f"evssl benchmark: {row['name']} seed {seed}: teacher ({steps} steps) {metric} = "
+                     f"{100 * res['test'][metric]:.1f}%")  # fmt: skip
+        return res
+
     # ------------------------------------------------------------------------------------------------ the grid
     def plan(self) -> list[dict[str, Any]]:
         """Rows of the grid: ``{"name", "label", "kind", "config", "overrides", "steps", "reason"}``."""
@@ -462,8 +498,9 @@ class BenchmarkRunner:
             if entry is None:
                 raise ValueError(f"{g.path}: methods: unknown method {m.name!r}; known: {sorted(METHODS)}")
             reason = unavailable_reason(entry, g.backbone_family, caps) or (m.skip and f"skipped: {m.skip}")
-            rows.append({"name": m.name, "label": m.label or entry.title, "kind": "method", "entry": entry,
+            rows.append({"name": m.key, "label": m.label or entry.title, "kind": "method", "entry": entry,
                          "config": m.config or entry.config, "overrides": m.overrides, "steps": g.steps,
+                         "teacher_steps": m.teacher_steps or g.steps, "teacher_overrides": m.teacher_overrides,
                          "reason": reason})  # fmt: skip
         if g.supervised is not None:
             rows.append({"name": SUPERVISED, "label": "supervised", "kind": SUPERVISED,
@@ -539,12 +576,15 @@ class BenchmarkRunner:
         dense_modes = list(g.eval.dense.modes) if g.eval.dense is not None else []
 
         def stages(r: dict[str, Any], points: list[int]) -> int:
-            return 1 + len(points) + int(self._has_vo(r)) + len(dense_modes)
+            teacher = r["kind"] == "method" and r["entry"].teacher is not None
+            return 1 + len(points) + int(self._has_vo(r)) + len(dense_modes) + int(teacher)
 
         total = sum(stages(r, p) for r, _, p in jobs)
         t0 = time.time()
         records: list[dict[str, Any]] = []
         probe_eval = {k: v for k, v in asdict(g.eval).items() if k not in ("vo_control", "dense")}
+        if probe_eval["split"] == "test":  # the default: keys of grids from before the field stay valid
+            del probe_eval["split"]
         eval_key = probe_eval | {"data": g.data, "representation": g.representation}
         with tqdm(total=total, desc=f"benchmark {g.name}", unit="stage", disable=not self.progress,
                   dynamic_ncols=True) as bar:  # fmt: skip
@@ -558,8 +598,23 @@ class BenchmarkRunner:
                 else:
                     cfg = self.row_config(r, seed)
                 vo = self._has_vo(r)
-                key = _hash({"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics}
-                            | ({"model": True} if vo else {}))  # fmt: skip
+                key_of = {"cfg": cfg, "steps": r.get("steps"), "points": points, "diag": g.diagnostics}
+                tcfg = self.teacher_config(r, seed, cfg) if r["kind"] == "method" else None
+                if tcfg is not None:  # the method loads the teacher trained (and cached) here, per seed
+                    bar.set_postfix_str(f"{r['name']} seed {seed}: teacher")
+                    try:
+                        teacher = self._teacher(r, seed, run_dir, tcfg)
+                    except Exception as err:
+                        self._failed(r, seed, err, run_dir / "teacher", "teacher")
+                        bar.update(stages(r, points))
+                        continue
+                    bar.update(1)
+                    key_of["teacher"] = teacher["key"]  # its key, not its path: a moved out dir keeps the cache
+                    cfg = copy.deepcopy(cfg)
+                    set_dotted(cfg, r["entry"].teacher.checkpoint_key, str(Path(teacher["model"]).resolve()))
+                elif r["kind"] == "method" and r["entry"].teacher is not None:
+                    bar.update(1)  # the config names its own teacher
+                key = _hash(key_of | ({"model": True} if vo else {}))
                 bar.set_postfix_str(f"{r['name']} seed {seed}: pre-train")
                 work = run_dir / key  # this key's own files: a changed config never overwrites another's
                 pre_path = run_dir / "pretrain.json"

@@ -70,6 +70,11 @@ def test_grid_fit_configs_parse_and_instantiate(path: Path, tiny_store: Path, tm
         assert backbone.in_chans == runner.in_channels(), row["name"]
         if row["kind"] == SUPERVISED:
             assert type(model).__name__ == "Classifier"
+        tcfg = runner.teacher_config(row, 1, cfg) if row["kind"] == "method" else None
+        if tcfg is not None:  # the teacher stage builds the very network the method loads (strictly)
+            teacher = runner.build(tcfg, tmp_path / f"{row['name']}_teacher").model
+            model.teacher.load_state_dict(teacher.teacher.state_dict(), strict=True)
+            assert tcfg["seed_everything"] == 1 and tcfg["data"]["init_args"]["source"] == str(tiny_store)
         built.append(row["name"])
     if grid.eval.dense is not None:  # the dense head's config on the grid's backbone (random weights here)
         for mode in grid.eval.dense.modes:

@@ -178,3 +178,104 @@ def test_meta_vo_row_reports_online_vo_metrics(tmp_path: Path) -> None:
     with open(tmp_path / "out" / "results.csv") as f:
         table = {r["name"]: r for r in csv.DictReader(f)}
     assert math.isfinite(float(table["meta_vo"]["vo_ate_mean"])) and table["random"]["vo_ate_mean"] == ""
+
+
+def test_evdistill_row_trains_its_teacher_first_and_distils_from_it(tmp_path: Path, monkeypatch) -> None:
+    """An EvDistill row trains the frame teacher (registry TeacherStage) per seed, tests it, and pre-trains with
+    that teacher loaded: the method's frozen teacher holds the saved teacher's weights, not a random network's.
+    A second run re-reads the teacher stage from its cache; a changed teacher budget retrains it and re-keys the
+    method."""
+    import torch
+    import yaml
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw.update(name="kd", supervised=False, pretrain={"steps": 2, "checkpoints": [1, 2]})
+    raw["methods"] = [{"name": "evdistill", "teacher_steps": 3, "overrides": {"data.init_args.batch_size": 4}}]
+    path = tmp_path / "kd.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    grid = load_grid(path, tmp_path / "out")
+    runner = BenchmarkRunner(grid, progress=False, keep_going=False)
+    loaded: list[dict[str, torch.Tensor]] = []
+    real_train = BenchmarkRunner._train
+
+    def spy_train(self, cfg, run_dir, steps, *args, **kwargs):
+        out = real_train(self, cfg, run_dir, steps, *args, **kwargs)
+        ckpt = cfg["model"]["init_args"].get("teacher_checkpoint")
+        if cfg["model"]["class_path"].endswith("EvDistill"):
+            assert ckpt is not None  # the benchmark never distils from a random teacher
+            loaded.append({"path": ckpt, "steps": steps})
+        return out
+
+    monkeypatch.setattr(BenchmarkRunner, "_train", spy_train)
+    result = runner.run()
+    run = tmp_path / "out" / "runs" / "evdistill" / "seed0"
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert teacher["global_step"] == 3 and 0.0 <= teacher["test"]["test/top1"] <= 1.0
+    assert loaded == [{"path": str(Path(teacher["model"]).resolve()), "steps": 2}]
+    saved = torch.load(teacher["model"], map_location="cpu")
+    # the method built from the resolved config loads exactly those weights into its teacher
+    cfg = runner.row_config(result["rows"][1], 0)
+    cfg["model"]["init_args"]["teacher_checkpoint"] = teacher["model"]
+    model = BenchmarkRunner.build(cfg, tmp_path / "check").model
+    model.setup("fit")  # where EvDistill loads its teacher_checkpoint
+    for k, v in model.teacher.state_dict().items():
+        assert torch.equal(v, saved[f"teacher.{k}"]), k
+    assert sorted(r["step"] for r in result["records"] if r["name"] == "evdistill") == [1, 2]
+    first_key = json.loads((run / "pretrain.json").read_text())["key"]
+
+    loaded.clear()  # cached: neither the teacher nor the method trains again
+    BenchmarkRunner(grid, progress=False, keep_going=False).run()
+    assert loaded == [] and json.loads((run / "teacher.json").read_text())["key"] == teacher["key"]
+
+    grid.methods[0].teacher_steps = 4  # another teacher -> a retrained teacher and a re-keyed method
+    BenchmarkRunner(grid, progress=False, keep_going=False).run()
+    assert json.loads((run / "teacher.json").read_text())["global_step"] == 4
+    assert len(loaded) == 1 and json.loads((run / "pretrain.json").read_text())["key"] != first_key
+
+
+def test_teacher_links_copy_the_method_network_and_drop_what_it_leaves_out() -> None:
+    from evssl.benchmark.registry import TeacherStage
+    from evssl.benchmark.teacher import link_teacher_config
+
+    stage = TeacherStage("t.yaml", links=(("model.a", "model.b"), ("data.crop", "data.crop")), fixed=(("x.y", 3),))
+    teacher = {"model": {"b": 1, "c": 2}, "data": {"crop": [8, 8]}}
+    method = {"model": {"a": {"width": 4}}}
+    out = link_teacher_config(teacher, stage, method, {"model.c": 5})
+    assert out == {"model": {"b": {"width": 4}, "c": 5}, "data": {}, "x": {"y": 3}}
+    assert teacher == {"model": {"b": 1, "c": 2}, "data": {"crop": [8, 8]}}  # inputs untouched
+    out["model"]["b"]["width"] = 9
+    assert method["model"]["a"]["width"] == 4  # a deep copy
+
+
+def test_val_split_grid_selects_on_a_held_out_part_of_train(tmp_path: Path) -> None:
+    """eval.split 'val': the probe is fitted on the train split minus the automatic validation part and scored on
+    that part (never the test split); every training run of the grid holds the same part out."""
+    import yaml
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["data"].update(val_split="holdout", val_fraction=0.25)  # a split the store lacks: the automatic part
+    raw["eval"]["split"] = "val"
+    raw["methods"] = [{"name": "brave", "id": "brave_a"}, {"name": "brave", "id": "brave_b", "label": "BraVe b"}]
+    path = tmp_path / "sel.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    runner = BenchmarkRunner(load_grid(path, tmp_path / "out"), progress=False)
+    train, held, _ = runner.eval_batches()
+    n_train, n_held = (sum(len(b["label"]) for b in part) for part in (train, held))
+    dm = runner._data_module(None)
+    assert n_held == len(dm.split_indices("holdout")) > 0 and n_train == len(dm.split_indices("train"))
+    plain = BenchmarkRunner(load_grid(SMOKE, tmp_path / "o2"), progress=False)
+    all_train = plain._data_module(None).split_indices("train")
+    assert n_train + n_held == len(all_train)  # the held-out part comes out of the train split
+    assert set(dm.split_indices("holdout")) <= set(all_train) and abs(n_held - 0.25 * len(all_train)) <= 10
+    rows = runner.plan()
+    assert [r["name"] for r in rows if r["kind"] == "method"] == ["brave_a", "brave_b"]
+    cfg = runner.row_config(rows[1], 0)
+    assert cfg["data"]["init_args"]["val_fraction"] == 0.25 and cfg["data"]["init_args"]["val_split"] == "holdout"
+    raw["methods"] = ["brave", "brave"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(GridConfigError, match=r"row 'brave' appears twice"):
+        load_grid(path)
+    raw["methods"], raw["eval"]["split"] = ["brave"], "train"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(GridConfigError, match=r"eval\.split"):
+        load_grid(path)
