@@ -104,14 +104,15 @@ def register(entry: MethodEntry) -> MethodEntry:
 
 
 # EvDistill's frame teacher: the teacher network, task and head of the EvDistill config, and the frames it distils
-# from (same window, resolution and crop); it reads frames, so its linked in_chans comes from a 3-channel input
+# from and is tested on (same window, resolution and crop); it reads frames, so its linked in_chans comes from a 3-channel input
 _EVDISTILL_LINKS = [("teacher_backbone", "backbone"), ("task", "task"), ("head", "head"),
                     ("num_semantic_classes", "num_semantic_classes"), ("ignore_index", "ignore_index")]  # fmt: skip
 _FRAME_INPUT = {"class_path": "evssl.events.representations.VoxelGrid", "init_args": {"bins": 3}}
 EVDISTILL_TEACHER = TeacherStage(
     "experiments/smoke/evdistill_teacher_cls.yaml",
     links=tuple((f"model.init_args.{a}", f"model.init_args.{b}") for a, b in _EVDISTILL_LINKS)
-    + tuple((f"data.init_args.sampler.init_args.{k}",) * 2 for k in ("duration_us", "resolution", "crop_size")),
+    + tuple((f"data.init_args.sampler.init_args.{k}",) * 2 for k in ("duration_us", "resolution", "crop_size"))
+    + tuple((f"data.init_args.eval_sampler.init_args.{k}",) * 2 for k in ("duration_us", "resolution")),
     fixed=(("data.init_args.representation", _FRAME_INPUT),),
 )
 
