@@ -104,7 +104,8 @@ def register(entry: MethodEntry) -> MethodEntry:
 
 
 # EvDistill's frame teacher: the teacher network, task and head of the EvDistill config, and the frames it distils
-# from and is tested on (same window, resolution and crop); it reads frames, so its linked in_chans comes from a 3-channel input
+# from and is tested on (same window, resolution and crop); it reads frames, so its linked in_chans comes from a
+# 3-channel input
 _EVDISTILL_LINKS = [("teacher_backbone", "backbone"), ("task", "task"), ("head", "head"),
                     ("num_semantic_classes", "num_semantic_classes"), ("ignore_index", "ignore_index")]  # fmt: skip
 _FRAME_INPUT = {"class_path": "evssl.events.representations.VoxelGrid", "init_args": {"bins": 3}}
